@@ -1,0 +1,387 @@
+"""``telediag bench ingest``: DICOM ingest throughput with a stock sender.
+
+Generates N distinct 12-lead ECG Waveform objects (500 Hz x 10 s x 12 leads, int16,
+about 120 KB each, new Study/Series/SOP Instance UIDs per object; the signal is the
+rhythm group of ``../shared/data/dicom/waveform_ecg.dcm`` resampled to 500 Hz when that
+file is present, else a synthetic ECG), then sends the same files over loopback with ONE
+dcmtk ``storescu`` association each to:
+
+* ``telediag``      - telediag's :class:`~telediag.dicom_scp.StorageSCP` in embedded mode:
+                      full validation, object store with fsync, SQLite (WAL, synchronous=FULL)
+                      commit of object + outbox job, publish to the in-process broker;
+* ``bare-naive``    - a bare pynetdicom SCP writing each data set to a file (no fsync,
+                      no validation), with pynetdicom's defaults: the naive baseline that
+                      suffers the Nagle / delayed-ACK stall;
+* ``bare-tuned``    - the same bare SCP with telediag's transport tuning (TCP_QUICKACK
+                      re-armed on every recv, 256 KiB max PDU, no per-PDU log handlers).
+
+The analysis worker is not running while the objects are sent unless ``--with-worker``
+is given (then it analyses the ECGs concurrently, in the same process, as
+``telediag up`` does); jobs are written and published either way.
+
+Only loopback traffic; files and state live in a temporary directory removed at the end
+(``--keep`` keeps it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+ECG_12LEAD = "1.2.840.10008.5.1.4.1.1.9.1.1"
+LEADS = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
+#: SCP-ECG lead codes (CID 3001, coding scheme SCPECG) for the 12 standard leads.
+SCP_CODES = {"I": 1, "II": 2, "V1": 3, "V2": 4, "V3": 5, "V4": 6, "V5": 7, "V6": 8,
+             "III": 61, "aVR": 62, "aVL": 63, "aVF": 64}
+FS = 500
+SECONDS = 10
+BENCH_AE = "BENCHCART"
+
+
+def _project_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+def _reference_ecg() -> Path:
+    return _project_root().parent / "shared" / "data" / "dicom" / "waveform_ecg.dcm"
+
+
+# -- objects ---------------------------------------------------------------------------------
+def base_signal_uv() -> tuple[np.ndarray, str]:
+    """(5000 x 12 int16 samples in uV, where they came from)."""
+    ref = _reference_ecg()
+    if ref.is_file():
+        try:
+            from scipy.signal import resample_poly
+
+            from telediag.ecg.io import read_dicom_waveform
+
+            rec = read_dicom_waveform(ref)
+            by_lead = {name: i for i, name in enumerate(rec.leads)}
+            if set(LEADS) <= set(by_lead):
+                sig_mv = np.column_stack([rec.signals[:, by_lead[name]] for name in LEADS])
+                up, down = FS, int(round(rec.fs))
+                res = resample_poly(sig_mv, up, down, axis=0)[: FS * SECONDS]
+                if len(res) == FS * SECONDS:
+                    return np.clip(np.round(res * 1000.0), -32768, 32767).astype("<i2"), ref.name
+        except Exception as exc:  # fall back to the synthetic signal
+            log.warning("could not use %s (%s); using a synthetic ECG", ref.name, exc)
+    return synthetic_ecg_uv(), "synthetic"
+
+
+def synthetic_ecg_uv(hr_bpm: float = 72.0, seed: int = 1) -> np.ndarray:
+    """A plausible 12-lead sinus rhythm (P, QRS, T Gaussians, lead-specific gains) in uV."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(FS * SECONDS) / FS
+    rr = 60.0 / hr_bpm
+    beats = np.arange(0.3, SECONDS, rr)
+    waves = [(-0.20, 0.025, 0.15), (-0.03, 0.008, -0.1), (0.0, 0.010, 1.2), (0.03, 0.010, -0.25), (0.25, 0.040, 0.3)]
+    lead_ii = np.zeros_like(t)
+    for b in beats:
+        for off, width, amp in waves:
+            lead_ii += amp * np.exp(-0.5 * ((t - b - off) / width) ** 2)
+    gains = [0.6, 1.0, 0.4, -0.8, 0.1, 0.7, -0.5, 0.3, 0.8, 1.2, 1.1, 0.9]
+    sig_mv = np.column_stack([g * lead_ii + 0.02 * rng.standard_normal(t.size) for g in gains])
+    return np.round(sig_mv * 1000.0).astype("<i2")
+
+
+def make_ecg_dataset(samples_uv: np.ndarray):
+    """A 12-lead ECG Waveform Storage data set around ``samples_uv`` (n x 12, int16, uV)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = Dataset()
+    ds.SOPClassUID = ECG_12LEAD
+    ds.SOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.Modality = "ECG"
+    ds.PatientName = "BENCH^SYNTHETIC"
+    ds.PatientID = "BENCH0001"
+    ds.PatientSex = "O"
+    ds.PatientBirthDate = "19700101"
+    ds.StudyDate = ds.ContentDate = time.strftime("%Y%m%d")
+    ds.StudyTime = ds.ContentTime = time.strftime("%H%M%S")
+    ds.AcquisitionDateTime = ds.ContentDate + ds.ContentTime
+    ds.Manufacturer = "telediag bench"
+    ds.InstanceNumber = 1
+    ds.SeriesNumber = 1
+    ds.StudyID = "1"
+    ds.AccessionNumber = ""
+    ds.ReferringPhysicianName = ""
+    group = Dataset()
+    group.MultiplexGroupTimeOffset = "0.0"
+    group.WaveformOriginality = "ORIGINAL"
+    group.NumberOfWaveformChannels = samples_uv.shape[1]
+    group.NumberOfWaveformSamples = samples_uv.shape[0]
+    group.SamplingFrequency = str(FS)
+    group.MultiplexGroupLabel = "RHYTHM"
+    channels = []
+    for name in LEADS:
+        ch = Dataset()
+        src = Dataset()
+        src.CodeValue = f"5.6.3-9-{SCP_CODES[name]}"
+        src.CodingSchemeDesignator = "SCPECG"
+        src.CodingSchemeVersion = "1.3"
+        src.CodeMeaning = f"Lead {name}"
+        ch.ChannelSourceSequence = Sequence([src])
+        ch.ChannelSensitivity = "1.0"
+        unit = Dataset()
+        unit.CodeValue = "uV"
+        unit.CodingSchemeDesignator = "UCUM"
+        unit.CodeMeaning = "microvolt"
+        ch.ChannelSensitivityUnitsSequence = Sequence([unit])
+        ch.ChannelSensitivityCorrectionFactor = "1.0"
+        ch.ChannelBaseline = "0.0"
+        ch.ChannelSampleSkew = "0.0"
+        ch.WaveformBitsStored = 16
+        channels.append(ch)
+    group.ChannelDefinitionSequence = Sequence(channels)
+    group.WaveformBitsAllocated = 16
+    group.WaveformSampleInterpretation = "SS"
+    group.WaveformData = np.ascontiguousarray(samples_uv, dtype="<i2").tobytes()
+    ds.WaveformSequence = Sequence([group])
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ECG_12LEAD
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta = meta
+    return ds
+
+
+def generate_objects(out_dir: Path, n: int, seed: int = 0) -> tuple[list[Path], str]:
+    """Write ``n`` distinct ECG objects into ``out_dir``; return their paths and the signal source."""
+    from pydicom.uid import generate_uid
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    base, source = base_signal_uv()
+    rng = np.random.default_rng(seed)
+    ds = make_ecg_dataset(base)
+    group = ds.WaveformSequence[0]
+    paths = []
+    for i in range(n):
+        # Distinct content too: a per-object circular shift and a little noise.
+        sig = np.roll(base, int(rng.integers(0, FS)), axis=0)
+        sig = (sig + rng.integers(-3, 4, size=sig.shape)).astype("<i2")
+        group.WaveformData = sig.tobytes()
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.StudyInstanceUID = generate_uid()
+        ds.SeriesInstanceUID = generate_uid()
+        ds.PatientID = f"BENCH{i:05d}"
+        path = out_dir / f"ecg{i:05d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths, source
+
+
+# -- servers ---------------------------------------------------------------------------------
+class BareSCP:
+    """A bare pynetdicom storage SCP: writes each received data set to a file, nothing else."""
+
+    def __init__(self, out_dir: Path, tuned: bool) -> None:
+        self.out_dir = out_dir
+        self.tuned = tuned
+        self.port = 0
+        self.count = 0
+        self._server = None
+
+    def start(self) -> None:
+        from pynetdicom import AE, evt
+
+        from telediag import dicom_scp
+
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        ae = AE(ae_title="BARE")
+        for sop_class, syntaxes in dicom_scp.storage_contexts():
+            ae.add_supported_context(sop_class, syntaxes)
+        handlers = [(evt.EVT_C_STORE, self._on_store)]
+        if self.tuned:
+            ae.maximum_pdu_size = dicom_scp.DEFAULT_MAX_PDU
+            handlers.append((evt.EVT_CONN_OPEN, lambda event: dicom_scp.install_quick_ack(event.assoc)))
+        self._server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers)
+        if self.tuned:
+            dicom_scp.StorageSCP._drop_pdu_loggers(self._server)
+        self.port = int(self._server.server_address[1])
+
+    def _on_store(self, event) -> int:
+        with open(self.out_dir / f"{event.request.AffectedSOPInstanceUID}.dcm", "wb") as fh:
+            fh.write(event.encoded_dataset())
+        self.count += 1
+        return 0x0000
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+
+
+@dataclass
+class Row:
+    server: str
+    objects: int
+    stored: int
+    wall_s: float
+    total_bytes: int
+    note: str = ""
+
+    @property
+    def rate(self) -> float:
+        return self.objects / self.wall_s if self.wall_s else 0.0
+
+    @property
+    def mb_s(self) -> float:
+        return self.total_bytes / self.wall_s / 1e6 if self.wall_s else 0.0
+
+
+def find_dcmtk(tool: str) -> str | None:
+    """The dcmtk build of ``tool`` on PATH (pynetdicom installs same-named Python apps)."""
+    for d in os.environ.get("PATH", "").split(os.pathsep):
+        cand = Path(d) / tool
+        if cand.is_file() and os.access(cand, os.X_OK):
+            try:
+                out = subprocess.run([str(cand), "--version"], capture_output=True, text=True, timeout=10)
+            except (OSError, subprocess.SubprocessError):
+                continue
+            if "dcmtk" in (out.stdout + out.stderr).lower():
+                return str(cand)
+    return None
+
+
+def send_all(storescu: str, port: int, called_ae: str, src_dir: Path, timeout_s: float) -> tuple[float, int, str]:
+    """One storescu association with every file in ``src_dir``; return (wall s, exit code, tail of output)."""
+    cmd = [storescu, "-aet", BENCH_AE, "-aec", called_ae, "127.0.0.1", str(port), "+sd", str(src_dir)]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+    wall = time.perf_counter() - t0
+    return wall, proc.returncode, (proc.stdout + proc.stderr)[-600:]
+
+
+def _count_stored(system) -> int:
+    from sqlalchemy import func, select
+
+    from telediag.models import StoredObject
+
+    with system.db.uow() as uow:
+        return int(uow.session.scalar(select(func.count()).select_from(StoredObject)))
+
+
+def run_telediag(work: Path, src: Path, storescu: str, n: int, total: int, with_worker: bool,
+                 timeout_s: float) -> Row:
+    from telediag.config import Settings
+    from telediag.dicom_scp import StorageSCP
+    from telediag.network import add_device, add_site
+    from telediag.system import System
+
+    system = System(Settings(data_dir=work / "telediag-data"))
+    add_site(system.db, "Bench Prefecture", "prefecture")
+    add_site(system.db, "Bench County", "county", "Bench Prefecture")
+    add_site(system.db, "Bench Township", "township", "Bench County")
+    add_device(system.db, "bench-cart", "Bench Township", BENCH_AE)
+    system.store  # open before timing
+    worker = system.worker(threads=1) if with_worker else None
+    if worker is not None:
+        worker.start()
+    scp = StorageSCP(system.ingest, system.db, ae_title="TELEDIAG", host="127.0.0.1", port=0)
+    scp.start()
+    try:
+        wall, rc, out = send_all(storescu, scp.port, "TELEDIAG", src, timeout_s)
+        stored = _count_stored(system)
+    finally:
+        scp.stop()
+        if worker is not None:
+            worker.stop()
+        system.close()
+    note = "" if rc == 0 else f"storescu exit {rc}: {out.strip().splitlines()[-1] if out.strip() else ''}"
+    name = "telediag (durable" + (", worker on)" if with_worker else ")")
+    return Row(name, n, stored, wall, total, note)
+
+
+def run_bare(work: Path, src: Path, storescu: str, n: int, total: int, tuned: bool, timeout_s: float) -> Row:
+    out_dir = work / ("bare-tuned" if tuned else "bare-naive")
+    scp = BareSCP(out_dir, tuned=tuned)
+    scp.start()
+    try:
+        wall, rc, out = send_all(storescu, scp.port, "BARE", src, timeout_s)
+    finally:
+        scp.stop()
+    stored = len(list(out_dir.glob("*.dcm")))
+    shutil.rmtree(out_dir, ignore_errors=True)
+    note = "" if rc == 0 else f"storescu exit {rc}"
+    return Row("bare pynetdicom, " + ("quick-ack" if tuned else "naive"), n, stored, wall, total, note)
+
+
+def format_table(rows: list[Row]) -> str:
+    lines = [f"{'server':<34} | {'instances/s':>11} | {'MB/s':>6} | {'wall s':>7} | {'stored':>6} | note",
+             "-" * 34 + "-+-" + "-" * 11 + "-+-" + "-" * 6 + "-+-" + "-" * 7 + "-+-" + "-" * 6 + "-+-----"]
+    for r in rows:
+        lines.append(f"{r.server:<34} | {r.rate:>11.1f} | {r.mb_s:>6.1f} | {r.wall_s:>7.2f} | {r.stored:>6} | {r.note}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="telediag bench ingest", description=__doc__.split("\n\n")[0])
+    parser.add_argument("-n", type=int, default=1000, help="number of ECG objects (default 1000)")
+    parser.add_argument("--with-worker", action="store_true",
+                        help="run the in-process analysis worker while telediag receives")
+    parser.add_argument("--skip", action="append", default=[], choices=["telediag", "naive", "tuned"],
+                        help="leave out one of the servers (repeatable)")
+    parser.add_argument("--timeout", type=float, default=600.0, help="limit per storescu run, seconds")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = parser.parse_args(argv)
+
+    storescu = find_dcmtk("storescu")
+    if storescu is None:
+        print("dcmtk storescu not found on PATH (apt-get install dcmtk)", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="telediag-bench-"))
+    try:
+        t0 = time.perf_counter()
+        paths, source = generate_objects(work / "objects", args.n)
+        total = sum(p.stat().st_size for p in paths)
+        print(f"generated {len(paths)} 12-lead ECG objects ({total / len(paths) / 1000:.1f} KB each, "
+              f"signal: {source}) in {time.perf_counter() - t0:.1f} s; sender: {storescu}, one association")
+        runs: list[tuple[str, Callable[[], Row]]] = [
+            ("naive", lambda: run_bare(work, work / "objects", storescu, len(paths), total, False, args.timeout)),
+            ("tuned", lambda: run_bare(work, work / "objects", storescu, len(paths), total, True, args.timeout)),
+            ("telediag", lambda: run_telediag(work, work / "objects", storescu, len(paths), total,
+                                              args.with_worker, args.timeout)),
+        ]
+        rows: dict[str, Row] = {}
+        for key, run in runs:
+            if key not in args.skip:
+                rows[key] = run()
+                print(f"  {rows[key].server}: {rows[key].rate:.1f}/s", flush=True)
+        print()
+        print(format_table(list(rows.values())))
+        if "telediag" in rows:
+            td = rows["telediag"].rate
+            for key in ("naive", "tuned"):
+                if key in rows and rows[key].rate:
+                    print(f"telediag / {rows[key].server}: {td / rows[key].rate:.2f}")
+        ok = all(r.stored == r.objects and not r.note for r in rows.values())
+        return 0 if ok else 1
+    finally:
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING)
+    sys.exit(main())

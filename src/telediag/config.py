@@ -1,0 +1,78 @@
+"""Settings, read once from environment variables.
+
+Every default gives the embedded mode (SQLite, a local folder as object store,
+in-process workers) under one data directory, so a newcomer needs no server.
+Production sets the URLs to PostgreSQL, a broker and S3/MinIO.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(f"TELEDIAG_{name}")
+    return value if value not in (None, "") else default
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where telediag keeps its state and how its parts reach each other."""
+
+    data_dir: Path = field(default_factory=lambda: Path("telediag-data"))
+    #: SQLAlchemy URL; None means SQLite inside ``data_dir``.
+    database_url: str | None = None
+    #: ``file://`` (local folder inside ``data_dir``) or ``s3://ACCESS:SECRET@HOST:PORT/BUCKET``.
+    object_store_url: str | None = None
+    #: ``stub://`` (in-process), ``redis://...`` or ``amqp://...``.
+    broker_url: str = "stub://"
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    dicom_host: str = "0.0.0.0"
+    dicom_port: int = 11112
+    ae_title: str = "TELEDIAG"
+    #: Largest accepted HTTP upload body, in bytes.
+    max_upload_bytes: int = 64 * 1024 * 1024
+    #: Largest accepted DICOM object over the network, in bytes.
+    max_dicom_bytes: int = 512 * 1024 * 1024
+    #: Attempts before an analysis job goes to the dead-letter state.
+    job_max_retries: int = 3
+    #: Jobs queued but unfinished for this long are re-published (broker lost them).
+    job_stale_after_s: float = 600.0
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'telediag.sqlite3').resolve()}"
+
+    @property
+    def effective_object_store_url(self) -> str:
+        if self.object_store_url:
+            return self.object_store_url
+        return f"file://{(self.data_dir / 'objects').resolve()}"
+
+    def with_data_dir(self, data_dir: str | os.PathLike | None) -> "Settings":
+        return self if data_dir is None else replace(self, data_dir=Path(data_dir))
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        """Build settings from ``TELEDIAG_*`` variables (unset ones keep their default)."""
+        d = cls()
+        return cls(
+            data_dir=Path(_env("DATA_DIR", str(d.data_dir))),
+            database_url=_env("DATABASE_URL"),
+            object_store_url=_env("OBJECT_STORE_URL"),
+            broker_url=_env("BROKER_URL", d.broker_url),
+            http_host=_env("HTTP_HOST", d.http_host),
+            http_port=int(_env("HTTP_PORT", str(d.http_port))),
+            dicom_host=_env("DICOM_HOST", d.dicom_host),
+            dicom_port=int(_env("DICOM_PORT", str(d.dicom_port))),
+            ae_title=_env("AE_TITLE", d.ae_title),
+            max_upload_bytes=int(_env("MAX_UPLOAD_BYTES", str(d.max_upload_bytes))),
+            max_dicom_bytes=int(_env("MAX_DICOM_BYTES", str(d.max_dicom_bytes))),
+            job_max_retries=int(_env("JOB_MAX_RETRIES", str(d.job_max_retries))),
+            job_stale_after_s=float(_env("JOB_STALE_AFTER_S", str(d.job_stale_after_s))),
+        )

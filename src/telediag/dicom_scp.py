@@ -1,0 +1,387 @@
+"""DICOM storage SCP: township carts and modalities push objects here with C-STORE.
+
+Each received object goes to :meth:`IngestService.ingest_dicom` exactly as received
+(the encoded data set bytes from the wire, behind a Part 10 preamble and file meta;
+never decoded and re-encoded) and the sender gets its C-STORE status only once ingest
+returned, so ``0x0000`` means "durable and recorded".
+
+Who may send
+    Only devices registered with a calling AE title (``telediag device add --ae-title``).
+    The check runs on ``EVT_REQUESTED``, i.e. against the database at the moment the
+    association is requested, so a device registered while the SCP runs is accepted
+    without a restart; an unknown calling AE gets A-ASSOCIATE-RJ (rejected-permanent,
+    service-user, "calling AE title not recognised"), a wrong called AE title
+    "called AE title not recognised".
+
+C-STORE statuses
+    ``0x0000``  stored, a re-send of a stored object, or a conflicting object kept in
+                quarantine (nothing a retry could change);
+    ``0xC000``  :class:`InvalidObject` (cannot understand) - the reason is in Error Comment;
+    ``0xC001``  larger than ``max_object_bytes``;
+    ``0xA700``  :class:`StorageUnavailable` or any unexpected error (out of resources):
+                nothing was recorded and the device should send again later.
+
+Threads
+    pynetdicom runs one thread per association and calls the handlers in it; ingest
+    opens its own unit of work per call, so handlers share nothing but the
+    :class:`IngestService` and the :class:`Database` engine (both thread safe).
+
+Throughput: the Nagle / delayed-ACK stall
+    A stock sender (dcmtk ``storescu``, most carts) writes a P-DATA PDU as a header
+    write followed by the body, and leaves Nagle's algorithm on. Whenever the tail of a
+    message is a small segment, Nagle holds it until the previous segment is ACKed, and
+    a Linux receiver in its default *delayed ACK* mode waits up to 40 ms before ACKing.
+    The result is one or more ~40 ms stalls per object: a bare pynetdicom SCP does about
+    110 ECG objects/s instead of 220-240/s. The receiver can break the deadlock on its
+    own: ``TCP_QUICKACK`` makes Linux ACK immediately, but the kernel drops back to
+    delayed ACKs by itself, so it has to be re-armed; :class:`QuickAckSocket` does that
+    before every ``recv``. It is installed on ``EVT_CONN_OPEN`` - fired in the accepting
+    thread before the association's reactor starts - by moving the accepted socket's
+    file descriptor into a :class:`QuickAckSocket` (``socket.detach`` + ``fileno=``),
+    so pynetdicom's ``AssociationSocket`` keeps working unchanged and the original
+    socket object no longer owns (or closes) the descriptor. TLS sockets and platforms
+    without ``TCP_QUICKACK`` are left as they are. The SCP also sets ``TCP_NODELAY``
+    on the accepted socket so its own small responses are not held back either.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+import weakref
+from io import BytesIO
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from telediag.db import Database
+from telediag.dicom_objects import ECG_SOP_CLASSES, IMAGE_SOP_CLASSES, InvalidObject
+from telediag.ingest import IngestService, StorageUnavailable
+from telediag.network import DeviceIdentity, device_by_ae_title
+
+log = logging.getLogger(__name__)
+
+#: Transfer syntaxes accepted for waveforms (no image codec applies to a waveform).
+WAVEFORM_TRANSFER_SYNTAXES: list[str] = [
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+]
+#: Transfer syntaxes accepted for images: uncompressed, deflated and the usual codecs.
+IMAGE_TRANSFER_SYNTAXES: list[str] = WAVEFORM_TRANSFER_SYNTAXES + [
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    JPEG2000Lossless,
+    JPEG2000,
+    RLELossless,
+]
+
+STATUS_SUCCESS = 0x0000
+STATUS_OUT_OF_RESOURCES = 0xA700
+STATUS_CANNOT_UNDERSTAND = 0xC000
+STATUS_TOO_LARGE = 0xC001
+
+#: A-ASSOCIATE-RJ parameters (PS3.8 9.3.4).
+_RJ_PERMANENT, _RJ_TRANSIENT = 0x01, 0x02
+_RJ_SERVICE_USER, _RJ_PROVIDER_PRESENTATION = 0x01, 0x03
+_RJ_CALLING_AE_NOT_RECOGNISED, _RJ_CALLED_AE_NOT_RECOGNISED = 0x03, 0x07
+_RJ_TEMPORARY_CONGESTION = 0x01
+
+_TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", None)
+
+#: PDU size we offer to receive. pynetdicom's default (16 KiB) cuts a 120 KB ECG into
+#: 8 PDUs, each a trip through the DUL reactor; 256 KiB carries it in one
+#: (dcmtk and most senders cap their own send size at 128 KiB anyway).
+DEFAULT_MAX_PDU = 256 * 1024
+
+
+class QuickAckSocket(socket.socket):
+    """A TCP socket that re-arms ``TCP_QUICKACK`` before every ``recv`` (see module doc).
+
+    ``TCP_QUICKACK`` is not sticky on Linux: the stack leaves quick-ACK mode again on its
+    own, so setting it once at accept is not enough; re-arming it before each read keeps
+    every segment of a stock sender ACKed at once. The cost is one ``setsockopt`` per
+    ``recv`` (pynetdicom reads 4 KiB at a time), well under a microsecond each.
+    """
+
+    __slots__ = ()
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:  # type: ignore[override]
+        try:
+            self.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
+        except OSError:
+            pass
+        return super().recv(bufsize, flags)
+
+    def recv_into(self, buffer, nbytes: int = 0, flags: int = 0) -> int:  # type: ignore[override]
+        try:
+            self.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
+        except OSError:
+            pass
+        return super().recv_into(buffer, nbytes, flags)
+
+    @classmethod
+    def take_over(cls, sock: socket.socket) -> "QuickAckSocket":
+        """Move ``sock``'s descriptor into a new QuickAckSocket; ``sock`` is left detached."""
+        timeout = sock.gettimeout()
+        new = cls(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        new.settimeout(timeout)
+        return new
+
+
+def install_quick_ack(assoc: Any) -> bool:
+    """Swap the accepted socket of a pynetdicom acceptor ``assoc`` for a QuickAckSocket.
+
+    Must run before the association's reactor starts (``EVT_CONN_OPEN`` does). Returns
+    whether the socket was replaced.
+    """
+    asock = getattr(getattr(assoc, "dul", None), "socket", None)
+    raw = getattr(asock, "socket", None)
+    if raw is None:
+        return False
+    try:
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        pass
+    if _TCP_QUICKACK is None or type(raw) is not socket.socket:  # not Linux, or TLS
+        return False
+    asock.socket = QuickAckSocket.take_over(raw)
+    return True
+
+
+def _error_comment(text: str) -> str:
+    """An Error Comment value (LO): at most 64 printable ASCII characters, no backslash."""
+    clean = "".join(c if 32 <= ord(c) < 127 and c != "\\" else "?" for c in text)
+    return clean[:64]
+
+
+def _status(code: int, comment: str | None = None) -> Dataset:
+    ds = Dataset()
+    ds.Status = code
+    if comment:
+        ds.ErrorComment = _error_comment(comment)
+    return ds
+
+
+def storage_contexts() -> list[tuple[str, list[str]]]:
+    """(SOP class, transfer syntaxes) pairs the SCP accepts, besides Verification."""
+    pairs = [(uid, list(WAVEFORM_TRANSFER_SYNTAXES)) for uid in ECG_SOP_CLASSES]
+    pairs += [(uid, list(IMAGE_TRANSFER_SYNTAXES)) for uid in IMAGE_SOP_CLASSES]
+    return pairs
+
+
+class StorageSCP:
+    """pynetdicom storage SCP feeding IngestService."""
+
+    def __init__(self, ingest: IngestService, db: Database, ae_title: str = "TELEDIAG", host: str = "0.0.0.0",
+                 port: int = 11112, max_object_bytes: int = 512 * 1024 * 1024, *,
+                 quick_ack: bool = True, max_pdu_size: int = DEFAULT_MAX_PDU,
+                 network_timeout: float = 60.0, acse_timeout: float = 30.0, dimse_timeout: float = 60.0,
+                 max_associations: int = 50) -> None:
+        self.ingest = ingest
+        self.db = db
+        self.ae_title = ae_title.strip().upper()
+        self.host = host
+        self.port = port
+        self.max_object_bytes = max_object_bytes
+        self.quick_ack = quick_ack
+        self.max_pdu_size = max_pdu_size
+        self.network_timeout = network_timeout
+        self.acse_timeout = acse_timeout
+        self.dimse_timeout = dimse_timeout
+        self.max_associations = max_associations
+        self._server = None
+        self._stopped = threading.Event()
+        self._devices: "weakref.WeakKeyDictionary[Any, DeviceIdentity]" = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def _make_ae(self) -> AE:
+        ae = AE(ae_title=self.ae_title)
+        ae.maximum_pdu_size = self.max_pdu_size
+        ae.network_timeout = self.network_timeout
+        ae.acse_timeout = self.acse_timeout
+        ae.dimse_timeout = self.dimse_timeout
+        ae.maximum_associations = self.max_associations
+        ae.require_called_aet = True  # second line of defence; EVT_REQUESTED checks it first
+        ae.add_supported_context(Verification)
+        for sop_class, syntaxes in storage_contexts():
+            ae.add_supported_context(sop_class, syntaxes)
+        return ae
+
+    def start(self) -> None:
+        """Start listening in background threads; return once the port is bound."""
+        if self._server is not None:
+            raise RuntimeError("StorageSCP already started")
+        handlers = [
+            (evt.EVT_REQUESTED, self._on_requested),
+            (evt.EVT_C_ECHO, self._on_echo),
+            (evt.EVT_C_STORE, self._on_store),
+        ]
+        if self.quick_ack:
+            handlers.append((evt.EVT_CONN_OPEN, self._on_conn_open))
+        ae = self._make_ae()
+        self._server = ae.start_server((self.host, self.port), block=False, evt_handlers=handlers)
+        self._drop_pdu_loggers(self._server)
+        self.port = int(self._server.server_address[1])
+        self._stopped.clear()
+        log.info("DICOM storage SCP %s listening on %s:%d (quick-ack %s)", self.ae_title, self.host, self.port,
+                 "on" if self.quick_ack and _TCP_QUICKACK is not None else "off")
+
+    def stop(self) -> None:
+        """Stop accepting, end running associations and close the port."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            for assoc in list(server.active_associations):
+                assoc.abort()
+            log.info("DICOM storage SCP %s stopped", self.ae_title)
+        self._stopped.set()
+
+    def serve_forever(self) -> None:
+        """Start and block until :meth:`stop` is called (from another thread) or Ctrl-C."""
+        self.start()
+        try:
+            while not self._stopped.wait(1.0):
+                pass
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.stop()
+
+    def __enter__(self) -> "StorageSCP":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @staticmethod
+    def _drop_pdu_loggers(server) -> None:
+        """pynetdicom's per-PDU logging handlers format every PDU even when nobody logs at
+        debug level; they cost measurable time at hundreds of objects per second."""
+        from pynetdicom._handlers import standard_pdu_recv_handler, standard_pdu_sent_handler
+
+        if not logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG):
+            for event, handler in ((evt.EVT_PDU_RECV, standard_pdu_recv_handler),
+                                   (evt.EVT_PDU_SENT, standard_pdu_sent_handler)):
+                try:
+                    server.unbind(event, handler)
+                except Exception:  # pragma: no cover - not bound in this configuration
+                    pass
+
+    # -- event handlers ------------------------------------------------------------------
+    def _on_conn_open(self, event) -> None:
+        install_quick_ack(event.assoc)
+
+    def _on_requested(self, event) -> None:
+        assoc = event.assoc
+        rq = assoc.requestor.primitive
+        calling = (rq.calling_ae_title or "").strip()
+        called = (rq.called_ae_title or "").strip()
+        peer = assoc.requestor.address
+        if called.upper() != self.ae_title:
+            log.warning("association from %s rejected: called AE title %r is not %r", peer, called, self.ae_title)
+            self._reject(assoc, _RJ_PERMANENT, _RJ_SERVICE_USER, _RJ_CALLED_AE_NOT_RECOGNISED)
+            return
+        try:
+            device = device_by_ae_title(self.db, calling) if calling else None
+        except Exception as exc:  # database down: ask the device to come back later
+            log.error("association from %s (%s) rejected, device lookup failed: %s", calling, peer,
+                      type(exc).__name__)
+            self._reject(assoc, _RJ_TRANSIENT, _RJ_PROVIDER_PRESENTATION, _RJ_TEMPORARY_CONGESTION)
+            return
+        if device is None:
+            log.warning("association from %s rejected: calling AE title %r not recognised", peer, calling)
+            self._reject(assoc, _RJ_PERMANENT, _RJ_SERVICE_USER, _RJ_CALLING_AE_NOT_RECOGNISED)
+            return
+        with self._lock:
+            self._devices[assoc] = device
+        log.info("association from device %s (AE %s, %s) accepted", device.device_id, calling, peer)
+
+    @staticmethod
+    def _reject(assoc, result: int, source: int, diagnostic: int) -> None:
+        """Send A-ASSOCIATE-RJ and wait, as pynetdicom's own rejection path does, until the
+        DUL has sent it and the peer closed (without ``kill`` the acceptor thread would
+        close the socket before the RJ PDU went out and the peer would see an abort)."""
+        assoc.acse.send_reject(result, source, diagnostic)
+        evt.trigger(assoc, evt.EVT_REJECTED, {})
+        assoc.kill()
+
+    def _device(self, assoc) -> DeviceIdentity | None:
+        with self._lock:
+            return self._devices.get(assoc)
+
+    def _on_echo(self, event) -> int:
+        return STATUS_SUCCESS
+
+    def _on_store(self, event) -> int | Dataset:
+        started = time.perf_counter()
+        rq = event.request
+        sop_instance = str(rq.AffectedSOPInstanceUID or "?")
+        sop_class = str(rq.AffectedSOPClassUID or "?")
+        device = self._device(event.assoc)
+        if device is None:  # cannot happen: associations are only accepted for known devices
+            log.error("C-STORE of %s on an association without a device; refused", sop_instance)
+            return _status(STATUS_OUT_OF_RESOURCES, "association has no registered device")
+        body = rq.DataSet.getvalue() if isinstance(rq.DataSet, BytesIO) else bytes(rq.DataSet or b"")
+        if len(body) > self.max_object_bytes:
+            log.warning("C-STORE from device %s: %s (%s) refused, %d bytes exceed the %d-byte limit",
+                        device.device_id, sop_instance, sop_class, len(body), self.max_object_bytes)
+            return _status(STATUS_TOO_LARGE, f"object exceeds {self.max_object_bytes} bytes")
+        try:
+            data = self._part10(event, device, body)
+            outcome = self.ingest.ingest_dicom(device, data)
+        except InvalidObject as exc:
+            log.warning("C-STORE from device %s: %s (%s, %d bytes) refused: %s", device.device_id, sop_instance,
+                        sop_class, len(body), exc)
+            return _status(STATUS_CANNOT_UNDERSTAND, str(exc))
+        except StorageUnavailable as exc:
+            log.error("C-STORE from device %s: %s (%d bytes) not stored, storage unavailable: %s",
+                      device.device_id, sop_instance, len(body), exc)
+            return _status(STATUS_OUT_OF_RESOURCES, f"storage unavailable, retry later")
+        except Exception as exc:
+            log.exception("C-STORE from device %s: %s (%d bytes) failed unexpectedly (%s)", device.device_id,
+                          sop_instance, len(body), type(exc).__name__)
+            return _status(STATUS_OUT_OF_RESOURCES, "internal error, retry later")
+        log.info("C-STORE from device %s: %s (%s, ts %s, %d bytes) %s as object %s case %s in %.1f ms",
+                 device.device_id, sop_instance, sop_class, event.context.transfer_syntax, len(body),
+                 outcome.status, outcome.object_id, outcome.case_id, (time.perf_counter() - started) * 1000)
+        return STATUS_SUCCESS
+
+    @staticmethod
+    def _part10(event, device: DeviceIdentity, body: bytes) -> bytes:
+        """Preamble + file meta + the data set bytes exactly as they came off the wire."""
+        meta = event.file_meta
+        if device.ae_title:
+            meta.SourceApplicationEntityTitle = device.ae_title
+        buf = BytesIO()
+        buf.write(b"\x00" * 128 + b"DICM")
+        write_file_meta_info(buf, meta, enforce_standard=True)
+        buf.write(body)
+        return buf.getvalue()

@@ -1,0 +1,73 @@
+"""Shared fixtures: reference data, an embedded system with a small registered network."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from telediag.config import Settings
+from telediag.network import add_device, add_site
+from telediag.system import System
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+SAMPLE_DATA = ROOT / "sample_data"
+
+
+@pytest.fixture(scope="session")
+def shared_dicom() -> Path:
+    path = SHARED_DATA / "dicom"
+    if not path.is_dir():
+        pytest.skip("../shared/data/dicom is not present")
+    return path
+
+
+@dataclass
+class Network:
+    """The system under test plus one registered township device."""
+
+    system: System
+    site_id: int
+    device_name: str
+    ae_title: str
+    api_key: str
+    other_site_api_key: str
+
+
+def register_network(system: System) -> Network:
+    add_site(system.db, "Prefecture Center", "prefecture")
+    add_site(system.db, "County A", "county", "Prefecture Center")
+    site_id = add_site(system.db, "Township A1", "township", "County A")
+    add_site(system.db, "Township A2", "township", "County A")
+    _, key = add_device(system.db, "cart-a1", "Township A1", "CART1")
+    _, other_key = add_device(system.db, "cart-a2", "Township A2", "CART2")
+    return Network(system, site_id, "cart-a1", "CART1", key, other_key)
+
+
+@pytest.fixture
+def embedded(tmp_path: Path) -> Iterator[Network]:
+    """An embedded system (SQLite, local folder, in-process Dramatiq worker) in a temp dir."""
+    system = System(Settings(data_dir=tmp_path / "data"))
+    network = register_network(system)
+    worker = system.worker(threads=1)
+    worker.start()
+    try:
+        yield network
+    finally:
+        worker.stop()
+        system.close()
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 30.0, interval: float = 0.1) -> object:
+    """Poll ``predicate`` until it returns something truthy; fail the test on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"condition not met within {timeout} s")
