@@ -387,7 +387,7 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     try:
         yield server
     finally:
-        server.stop()
+        server.stop(kill=True)  # its data is throw-away; SIGTERM takes weed ~10 s
 
 
 @pytest.fixture
@@ -549,20 +549,25 @@ class ProcessGroup:
         self.processes.append(proc)
         return proc
 
-    def api(self, env: dict[str, str], port: int | None = None, name: str = "api") -> tuple[TelediagProcess, int]:
+    def api(self, env: dict[str, str], port: int | None = None, name: str = "api",
+            wait: bool = True) -> tuple[TelediagProcess, int]:
+        """``telediag api`` on a free port; with ``wait``, return once /health answers."""
         port = port or free_port()
         proc = self.start(name, ["api", "--http-port", str(port)], env)
-        return proc.wait_http(port), port
+        return (proc.wait_http(port) if wait else proc), port
 
-    def scp(self, env: dict[str, str], port: int | None = None, name: str = "scp") -> tuple[TelediagProcess, int]:
+    def scp(self, env: dict[str, str], port: int | None = None, name: str = "scp",
+            wait: bool = True) -> tuple[TelediagProcess, int]:
+        """``telediag scp`` on a free loopback port; with ``wait``, return once it listens."""
         port = port or free_port()
-        env = {**env, "TELEDIAG_DICOM_HOST": LOOPBACK}
-        proc = self.start(name, ["scp", "--dicom-port", str(port)], env)
-        return proc.wait_port(port), port
+        proc = self.start(name, ["scp", "--dicom-port", str(port)], {**env, "TELEDIAG_DICOM_HOST": LOOPBACK})
+        return (proc.wait_port(port) if wait else proc), port
 
-    def worker(self, env: dict[str, str], threads: int = 1, name: str = "worker") -> TelediagProcess:
+    def worker(self, env: dict[str, str], threads: int = 1, name: str = "worker",
+               wait: bool = True) -> TelediagProcess:
+        """``telediag worker``; with ``wait``, return once it consumes."""
         proc = self.start(name, ["worker", "--threads", str(threads)], env)
-        return proc.wait_log(r"worker consuming")
+        return proc.wait_log(WORKER_READY) if wait else proc
 
     def stop_all(self) -> None:
         for proc in reversed(self.processes):
@@ -573,6 +578,7 @@ class ProcessGroup:
                            f"{p.log_tail()}" for p in self.processes)
 
 
+WORKER_READY = r"worker consuming"
 _GROUP_KEY = pytest.StashKey[ProcessGroup]()
 
 

@@ -47,7 +47,11 @@ class StorageUnavailable(RuntimeError):
 
 
 class JobPublisher(Protocol):
-    """Hands committed jobs to the workers (a broker in production, in-process when embedded)."""
+    """Hands committed jobs to the workers (a broker in production, in-process when embedded).
+
+    Must not raise for a broker outage: the jobs are committed ``pending`` already and the
+    sweeper publishes what could not be sent.
+    """
 
     def publish(self, job_ids: Sequence[int]) -> None: ...
 
@@ -253,10 +257,7 @@ class IngestService:
         _fault_point("after-commit")
         if outcome.job_id is None:
             return
-        try:
-            self.publisher.publish([outcome.job_id])
-        except Exception as exc:  # the job row is pending: the sweeper publishes it later
-            log.warning("could not publish job %s now (%s); the sweeper will", outcome.job_id, type(exc).__name__)
+        self.publisher.publish([outcome.job_id])
 
 
 def _wfdb_media_type(name: str, header_name: str) -> str:

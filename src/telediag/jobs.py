@@ -10,6 +10,7 @@ object, which is what makes re-publishing by the sweeper safe.
 from __future__ import annotations
 
 import logging
+import queue
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -138,19 +139,62 @@ def declare_analysis_actor(broker: dramatiq.Broker, ctx_factory: Callable[[], Jo
 
 
 class OutboxPublisher:
-    """Sends committed jobs to the broker and marks them ``queued``."""
+    """Sends committed jobs to the broker and marks them ``queued``.
 
-    def __init__(self, db: Database, actor: dramatiq.Actor) -> None:
+    ``publish`` only hands the ids to a background thread, so a device's C-STORE answer
+    does not wait on the broker: the job rows are already committed as ``pending``, and
+    anything this thread has not sent when the process dies is found by the sweeper.
+    """
+
+    def __init__(self, db: Database, actor: dramatiq.Actor, batch_size: int = 200) -> None:
         self.db = db
         self.actor = actor
+        self.batch_size = batch_size
+        self._queue: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._idle = threading.Condition()
+        self._in_flight = 0
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
 
     def publish(self, job_ids: Sequence[int]) -> None:
+        with self._idle:
+            self._in_flight += len(job_ids)
+        for job_id in job_ids:
+            self._queue.put(job_id)
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="telediag-outbox", daemon=True)
+                self._thread.start()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until every handed-over job was sent (or failed to be); for shutdown and tests."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < self.batch_size:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._send(batch)
+            except Exception as exc:  # broker or database down: the rows stay pending for the sweeper
+                log.warning("could not publish %d job(s) now (%s); the sweeper will", len(batch), type(exc).__name__)
+            finally:
+                with self._idle:
+                    self._in_flight -= len(batch)
+                    self._idle.notify_all()
+
+    def _send(self, job_ids: list[int]) -> None:
         for job_id in job_ids:
             self.actor.send(job_id)
-            with self.db.uow() as uow:
-                uow.session.execute(update(Job).where(Job.id == job_id, Job.state == JobState.PENDING)
-                                    .values(state=JobState.QUEUED, updated_at=utcnow()))
-                uow.commit()
+        with self.db.uow() as uow:
+            uow.session.execute(update(Job).where(Job.id.in_(job_ids), Job.state == JobState.PENDING)
+                                .values(state=JobState.QUEUED, updated_at=utcnow()))
+            uow.commit()
 
     def sweep(self, pending_grace_s: float = 5.0, stale_after_s: float = 600.0) -> int:
         """Publish jobs left ``pending`` (a crash after commit) and re-publish ``queued`` jobs

@@ -2,8 +2,8 @@
 
 Method (principled, no per-record tuning):
 
-1. Each lead is band-passed to the QRS band (zero-phase), differentiated and
-   squared; a moving-window integral (~QRS width) gives an energy envelope.
+1. Each lead is band-passed to the QRS band (zero-phase) and differentiated;
+   a moving-window integral of |slope| (~QRS width) gives an envelope.
 2. Each lead's envelope is divided by a running estimate of its own typical
    QRS energy (a rolling median of block maxima), so leads of very different
    amplitudes, and amplitude changes over time, become comparable (QRS ~ 1).
@@ -29,6 +29,7 @@ import numpy as np
 from scipy import ndimage, signal
 
 from .filters import bandpass
+from .quality import assess_quality
 
 __all__ = ["QRSResult", "detect_qrs", "qrs_envelope"]
 
@@ -38,12 +39,11 @@ BLOCK_S = 2.0               # >= one beat per block down to 30 bpm
 SCALE_BLOCKS = 9            # rolling window for the per-lead QRS energy level (18 s)
 REFRACTORY_S = 0.20         # physiological minimum RR (300 bpm)
 T_WAVE_S = 0.36             # candidates closer than this to the last QRS may be T waves
-ENV_POWER = 2
-BUSY_FLOOR = 0.05
-WEIGHT_POWER = 2.0
-THR1 = 0.25
-THR2 = 0.5
-SEARCHBACK_RR = 1.66
+BUSY_FLOOR = 0.05            # floor of a lead's between-beat energy when weighting leads
+WEIGHT_POWER = 2.0          # lead weight = busy ** -2: strongly prefer the cleaner lead
+THR1 = 0.45                 # detection threshold: npk + THR1 * (spk - npk)
+THR2 = 0.5                  # search-back threshold as a fraction of THR1's
+SEARCHBACK_RR = 1.66        # search back when no beat for 166 % of the mean RR
 FIDUCIAL_S = 0.08           # search half-window for the fiducial point
 
 
@@ -58,14 +58,25 @@ class QRSResult:
 
 
 def _moving_average(x: np.ndarray, width: int) -> np.ndarray:
-    """Centred moving average along axis 0 via cumulative sums (O(n), zero delay)."""
+    """Centred moving average along axis 0 via cumulative sums (O(n), zero delay).
+
+    Edges average over the part of the window inside the signal, scaled by the
+    full width, which is what an integrator of a zero-padded signal gives.
+    """
     width = max(int(width), 1)
-    c = np.cumsum(np.concatenate([np.zeros((1,) + x.shape[1:]), x], axis=0), axis=0)
-    half = width // 2
     n = x.shape[0]
-    hi = np.minimum(np.arange(n) + width - half, n)
-    lo = np.maximum(np.arange(n) - half, 0)
-    return (c[hi] - c[lo]) / width
+    c = np.empty((n + 1,) + x.shape[1:])
+    c[0] = 0.0
+    np.cumsum(x, axis=0, out=c[1:])
+    half = width // 2
+    out = np.empty(x.shape)
+    lo_end = min(half, n)
+    hi_start = max(n - (width - half) + 1, lo_end)
+    # interior: window [i - half, i + width - half)
+    out[lo_end:hi_start] = c[lo_end + width - half: hi_start + width - half] - c[0: hi_start - lo_end]
+    for i in (*range(0, lo_end), *range(hi_start, n)):
+        out[i] = c[min(i + width - half, n)] - c[max(i - half, 0)]
+    return out / width
 
 
 def _block_view(n: int, block: int) -> tuple[int, int]:
@@ -111,8 +122,10 @@ def qrs_envelope(signals: np.ndarray, fs: float, usable: np.ndarray | None = Non
     if usable is None:
         usable = np.ones((nb, n_leads), bool)
     bp = bandpass(x, fs, *BAND_HZ)
-    slope = np.diff(bp, axis=0, prepend=bp[:1])
-    env = _moving_average(np.abs(slope) ** ENV_POWER, int(round(MWI_S * fs)))
+    # |slope| (not slope^2): a linear envelope keeps small or wide beats
+    # (aberrant, ectopic) within reach of the threshold.
+    slope = np.abs(np.diff(bp, axis=0, prepend=bp[:1])) * fs
+    env = _moving_average(slope, int(round(MWI_S * fs)))
     scale = _lead_scale(env, block, usable)
     # Lead weights per block: inverse of the lead's mean normalised energy in
     # the block, i.e. favour leads whose QRS stands out from what lies between
@@ -129,72 +142,88 @@ def qrs_envelope(signals: np.ndarray, fs: float, usable: np.ndarray | None = Non
 
 
 def _decide(env: np.ndarray, slope_env: np.ndarray, fs: float) -> np.ndarray:
-    """Adaptive-threshold decision with T-wave discrimination and search-back."""
+    """Adaptive-threshold decision with T-wave discrimination and search-back.
+
+    Signal (``spk``) and noise (``npk``) peak levels are running averages as in
+    Pan & Tompkins (1985); updates are clamped so that one artefact cannot lift
+    the threshold above real beats for many seconds. The envelope is already
+    normalised (typical QRS ~ 1), which makes the clamps meaningful.
+    """
     refractory = int(REFRACTORY_S * fs)
-    cand, props = signal.find_peaks(env, height=1e-3, distance=max(int(0.1 * fs), 1))
-    if cand.size == 0:
-        return cand
-    h = props["peak_heights"]
-    # Initial levels from the first seconds: robust to a noisy or empty start.
-    first = h[cand < 8 * fs] if np.any(cand < 8 * fs) else h
-    spk = float(np.percentile(first, 90)) if first.size else 1.0
+    t_wave = T_WAVE_S * fs
+    cand_arr, props = signal.find_peaks(env, height=1e-3, distance=max(int(0.1 * fs), 1))
+    if cand_arr.size == 0:
+        return cand_arr.astype(np.int64)
+    h_arr = props["peak_heights"]
+    early = h_arr[cand_arr < 8 * fs]
+    spk = float(np.percentile(early if early.size else h_arr, 90))
     spk = min(max(spk, 0.3), 3.0)
     npk = 0.1 * spk
+    # Slope of each candidate (max |d/dt| nearby), used for T-wave discrimination.
+    half = max(int(0.075 * fs), 1)
+    slope_max = ndimage.maximum_filter1d(slope_env, 2 * half + 1)
+    cand = cand_arr.tolist()
+    h = h_arr.tolist()
+    slope = slope_max[cand_arr].tolist()
     beats: list[int] = []
     beat_h: list[float] = []
-    rr_recent: list[int] = []
-    last_i = -1  # index into cand of last accepted beat
-    i = 0
-    n = cand.size
+    beat_slope: list[float] = []
+    rr: list[int] = []
+    rr_sum = 0
+    last_i = -1
+
+    def accept(k: int) -> None:
+        nonlocal rr_sum, last_i
+        if beats:
+            interval = cand[k] - beats[-1]
+            rr.append(interval)
+            rr_sum += interval
+            if len(rr) > 8:
+                rr_sum -= rr.pop(0)
+        beats.append(cand[k])
+        beat_h.append(h[k])
+        beat_slope.append(slope[k])
+        last_i = k
+
+    i, n = 0, len(cand)
     while i < n:
-        p, hp = int(cand[i]), float(h[i])
+        p, hp = cand[i], h[i]
         thr1 = npk + THR1 * (spk - npk)
-        rr_avg = float(np.mean(rr_recent)) if rr_recent else 1.0 * fs
-        # Search-back: gap since last beat too long -> best candidate above thr2 in the gap.
-        if beats and p - beats[-1] > SEARCHBACK_RR * rr_avg:
-            lo = last_i + 1
-            seg = np.arange(lo, i)
-            seg = seg[(cand[seg] - beats[-1]) > refractory]
-            if seg.size:
-                k = int(seg[np.argmax(h[seg])])
-                if h[k] > THR2 * thr1 and not _is_t_wave(int(cand[k]), beats[-1], slope_env, fs):
-                    beats.append(int(cand[k]))
-                    beat_h.append(float(h[k]))
-                    spk = 0.25 * min(float(h[k]), 2 * spk) + 0.75 * spk
-                    rr_recent = (rr_recent + [beats[-1] - beats[-2]])[-8:]
-                    last_i = k
-                    i = k + 1
+        if beats:
+            rr_avg = rr_sum / len(rr) if rr else fs
+            gap = p - beats[-1]
+            if gap > SEARCHBACK_RR * rr_avg:
+                # Search-back: best non-T-wave candidate in the gap above a lower threshold.
+                best = -1
+                for k in range(last_i + 1, i):
+                    if cand[k] - beats[-1] > refractory and (best < 0 or h[k] > h[best]):
+                        best = k
+                if (best >= 0 and h[best] > THR2 * thr1
+                        and not (cand[best] - beats[-1] < t_wave and slope[best] < 0.5 * beat_slope[-1])):
+                    accept(best)
+                    spk = 0.25 * min(h[best], 2 * spk) + 0.75 * spk
+                    i = best + 1
                     continue
-        if hp > thr1 and (not beats or p - beats[-1] > refractory):
-            if beats and p - beats[-1] < T_WAVE_S * fs and _is_t_wave(p, beats[-1], slope_env, fs):
-                npk = 0.125 * min(hp, spk) + 0.875 * npk
+            if hp > thr1:
+                if gap > refractory:
+                    if gap < t_wave and slope[i] < 0.5 * beat_slope[-1]:
+                        npk = 0.125 * min(hp, spk) + 0.875 * npk  # T wave
+                    else:
+                        accept(i)
+                        spk = 0.125 * min(hp, 2 * spk) + 0.875 * spk
+                elif hp > beat_h[-1]:
+                    # Larger peak inside the refractory period: the earlier one was
+                    # the wrong peak (P wave, onset of a wide QRS); replace it.
+                    beats[-1], beat_h[-1], beat_slope[-1], last_i = p, hp, slope[i], i
             else:
-                if beats:
-                    rr_recent = (rr_recent + [p - beats[-1]])[-8:]
-                beats.append(p)
-                beat_h.append(hp)
-                # Clamp: one artefact must not raise the level so far that
-                # real beats fall under the threshold for many seconds.
-                spk = 0.125 * min(hp, 2 * spk) + 0.875 * spk
-                last_i = i
-        elif hp > thr1 and beats and hp > beat_h[-1]:
-            # Inside the refractory period but larger: the earlier peak was the
-            # wrong one (e.g. a P wave or the onset of a wide QRS); replace it.
-            beats[-1] = p
-            beat_h[-1] = hp
-            last_i = i
+                npk = 0.125 * min(hp, spk) + 0.875 * npk
+        elif hp > thr1:
+            accept(i)
+            spk = 0.125 * min(hp, 2 * spk) + 0.875 * spk
         else:
             npk = 0.125 * min(hp, spk) + 0.875 * npk
         i += 1
     return np.asarray(beats, dtype=np.int64)
-
-
-def _is_t_wave(p: int, prev: int, slope_env: np.ndarray, fs: float) -> bool:
-    """A candidate shortly after a QRS whose maximal slope is under half the QRS's is a T wave."""
-    half = max(int(0.075 * fs), 1)
-    a = slope_env[max(p - half, 0): p + half + 1].max(initial=0.0)
-    b = slope_env[max(prev - half, 0): prev + half + 1].max(initial=0.0)
-    return a < 0.5 * b
 
 
 def _fiducials(peaks: np.ndarray, ref_signal: np.ndarray, fs: float) -> np.ndarray:
@@ -218,14 +247,16 @@ def detect_qrs(signals: np.ndarray, fs: float, usable: np.ndarray | None = None,
     Args:
         signals: mV, shape (n,) or (n, n_leads). NaN is treated as missing (0).
         fs: sampling rate in Hz.
-        usable: optional (n_blocks, n_leads) boolean mask over ``block_s``
-            blocks, as produced by :func:`telediag.ecg.quality.assess_quality`.
+        usable: (n_blocks, n_leads) boolean mask over ``block_s`` blocks from
+            :func:`telediag.ecg.quality.assess_quality`; computed here if None.
 
     Returns:
         :class:`QRSResult`; ``samples`` are fiducial indices from the record start.
     """
     x = np.asarray(signals, dtype=np.float64)
     x = x.reshape(len(x), -1)
+    if usable is None:
+        usable = assess_quality(x, fs, block_s).usable
     env, bp = qrs_envelope(x, fs, usable, block_s)
     n = x.shape[0]
     block = max(int(round(block_s * fs)), 1)
@@ -235,7 +266,6 @@ def detect_qrs(signals: np.ndarray, fs: float, usable: np.ndarray | None = None,
     energy = np.sqrt(np.mean(bp * bp, axis=0))
     ref = int(np.lexsort((energy, mask.sum(axis=0)))[-1])
     slope_env = np.abs(np.diff(bp[:, ref], prepend=bp[0, ref]))
-    slope_env = np.maximum(slope_env, 0)
-    peaks = _decide(env, _moving_average(slope_env[:, None], 3)[:, 0], fs)
+    peaks = _decide(env, slope_env, fs)
     fid = _fiducials(peaks, bp[:, ref], fs)
     return QRSResult(samples=fid, envelope=env, bandpassed=bp, reference_lead=ref)

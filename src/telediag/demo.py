@@ -1,0 +1,164 @@
+"""``telediag demo``: play a township ECG cart sending ``sample_data/`` and show what happened.
+
+It registers a small demo network if absent (prefecture -> county -> township, one
+cart), then sends every DICOM sample with C-STORE and every WFDB record over HTTP,
+exactly as a device would, and prints each object's fate and its analysis. If a
+``telediag up`` is already serving this data directory's ports it talks to that;
+otherwise it starts the embedded system itself for the length of the demo.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+import pydicom
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification
+from sqlalchemy import select
+
+from telediag.config import Settings
+from telediag.models import AnalysisResult, Device, Job, JobState, Site
+from telediag.network import add_device, add_site
+from telediag.system import System
+
+DEMO_AE = "DEMOCART"
+DEMO_SITES = (("Demo Prefecture Center", "prefecture", None), ("Demo County Sub-center", "county",
+              "Demo Prefecture Center"), ("Demo Township Clinic", "township", "Demo County Sub-center"))
+_KEY_FILE = "demo-device.key"
+
+
+def _ensure_network(system: System) -> str:
+    """Create the demo sites and cart once; return the cart's API key (kept in the data dir)."""
+    key_file = system.settings.data_dir / _KEY_FILE
+    with system.db.uow() as uow:
+        have_sites = {name for (name,) in uow.session.execute(select(Site.name))}
+        have_device = uow.session.scalar(select(Device).where(Device.ae_title == DEMO_AE)) is not None
+    for name, level, parent in DEMO_SITES:
+        if name not in have_sites:
+            add_site(system.db, name, level, parent)
+    if have_device and not key_file.is_file():
+        raise SystemExit(f"the demo device exists but its key file {key_file} is gone; use a fresh --data-dir")
+    if not have_device:
+        _, key = add_device(system.db, "demo-cart", DEMO_SITES[-1][0], DEMO_AE)
+        key_file.write_text(key)
+        key_file.chmod(0o600)
+    return key_file.read_text().strip()
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _start_embedded(system: System, stack: ExitStack) -> None:
+    """Start SCP, API, worker and sweeper in this process for the demo's duration."""
+    import uvicorn
+
+    from telediag.api import create_app
+    from telediag.dicom_scp import StorageSCP
+
+    worker = system.worker(threads=2)
+    worker.start()
+    stack.callback(worker.stop)
+    sweeper = system.sweeper()
+    sweeper.start()
+    stack.callback(sweeper.stop)
+    s = system.settings
+    scp = StorageSCP(system.ingest, system.db, ae_title=s.ae_title, host="127.0.0.1", port=s.dicom_port)
+    scp.start()
+    stack.callback(scp.stop)
+    server = uvicorn.Server(uvicorn.Config(create_app(system), host="127.0.0.1", port=s.http_port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    stack.callback(lambda: (setattr(server, "should_exit", True), thread.join(10)))
+    deadline = time.monotonic() + 15
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _send_dicom(path: Path, settings: Settings) -> str:
+    ae = AE(ae_title=DEMO_AE)
+    ae.add_requested_context(Verification)
+    ds = pydicom.dcmread(path)
+    ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+    assoc = ae.associate("127.0.0.1", settings.dicom_port, ae_title=settings.ae_title)
+    if not assoc.is_established:
+        return "association refused"
+    try:
+        status = assoc.send_c_store(ds)
+    finally:
+        assoc.release()
+    if not status:
+        return "no answer"
+    code = int(status.Status)
+    comment = status.get("ErrorComment", "")
+    return "success" if code == 0 else f"refused, status 0x{code:04X} {comment}".rstrip()
+
+
+def _send_wfdb(header: Path, settings: Settings, api_key: str) -> str:
+    files = [("files", (p.name, p.read_bytes())) for p in sorted(header.parent.glob(header.stem + ".*"))
+             if p.suffix != ".md"]
+    resp = httpx.post(f"http://127.0.0.1:{settings.http_port}/api/v1/ecg/wfdb", files=files,
+                      headers={"X-API-Key": api_key}, timeout=60)
+    body = resp.json()
+    return f"HTTP {resp.status_code} {body.get('status') or body.get('detail')}"
+
+
+def _report_analyses(system: System, since_job: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with system.db.uow() as uow:
+            open_jobs = uow.session.scalar(select(Job.id).where(
+                Job.id > since_job, Job.state.in_([JobState.PENDING, JobState.QUEUED])))
+        if open_jobs is None:
+            break
+        time.sleep(0.2)
+    with system.db.uow() as uow:
+        for job in uow.session.scalars(select(Job).where(Job.id > since_job).order_by(Job.id)):
+            result = uow.session.scalar(select(AnalysisResult).where(AnalysisResult.object_id == job.object_id))
+            name = job.object.key.rsplit("/", 1)[-1]
+            if result is None:
+                print(f"  job {job.id} ({name}): {job.state.value} {job.last_error or ''}")
+                continue
+            r = result.result
+            hr = r.get("heart_rate_bpm")
+            findings = ", ".join(str(f) for f in r.get("findings", [])) or "none"
+            print(f"  job {job.id} ({name}): {len(r.get('leads', []))} leads at {r.get('fs'):g} Hz, "
+                  f"{r.get('duration_s', 0):.1f} s, {len(r.get('qrs', []))} QRS, "
+                  f"HR {'-' if hr is None else f'{hr:.0f}/min'}, findings: {findings}")
+
+
+def run_demo(settings: Settings, samples: Path) -> int:
+    system = System(settings)
+    api_key = _ensure_network(system)
+    with system.db.uow() as uow:
+        last_job = uow.session.scalar(select(Job.id).order_by(Job.id.desc())) or 0
+    with ExitStack() as stack:
+        stack.callback(system.close)
+        if _listening(settings.dicom_port) and _listening(settings.http_port):
+            print(f"using the telediag already running on ports {settings.dicom_port}/{settings.http_port}")
+        else:
+            print(f"starting telediag in this process (data in {settings.data_dir})")
+            _start_embedded(system, stack)
+        ae = AE(ae_title=DEMO_AE)
+        ae.add_requested_context(Verification)
+        assoc = ae.associate("127.0.0.1", settings.dicom_port, ae_title=settings.ae_title)
+        print(f"C-ECHO as {DEMO_AE}: {'ok' if assoc.is_established and assoc.send_c_echo() else 'failed'}")
+        if assoc.is_established:
+            assoc.release()
+        for path in sorted(samples.rglob("*.dcm")):
+            print(f"C-STORE {path.relative_to(samples)}: {_send_dicom(path, settings)}")
+        for header in sorted(samples.rglob("*.hea")):
+            print(f"HTTP upload of WFDB record {header.relative_to(samples).with_suffix('')}: "
+                  f"{_send_wfdb(header, settings, api_key)}")
+        print("analysis results:")
+        _report_analyses(system, last_job)
+    return 0
+
