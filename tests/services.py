@@ -382,7 +382,7 @@ def start_seaweed(workdir: Path) -> S3Server:
 
 @pytest.fixture(scope="session")
 def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    """The session's SeaweedFS S3 server (use a unique bucket per test: ``s3_url``)."""
+    """The session's SeaweedFS S3 server (use a unique bucket per test: ``s3_bucket``)."""
     server = start_seaweed(tmp_path_factory.mktemp("seaweed"))
     try:
         yield server
@@ -608,15 +608,43 @@ def procs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ProcessGro
 # -- storescu --------------------------------------------------------------------------------
 
 
+def find_dcmtk(tool: str) -> str | None:
+    """The dcmtk ``tool`` on PATH. pynetdicom installs Python apps of the same names (``storescu``,
+    ``echoscu``) into the interpreter's bin folder, which often comes first on PATH: skip those."""
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        candidate = Path(folder or ".") / tool
+        if not (candidate.is_file() and os.access(candidate, os.X_OK)):
+            continue
+        try:
+            out = subprocess.run([str(candidate), "--version"], capture_output=True, text=True, timeout=10,
+                                 stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if "dcmtk" in (out.stdout + out.stderr).lower():
+            return str(candidate)
+    return None
+
+
 def storescu(port: int, calling_ae: str, files: Sequence[Path], called_ae: str = "TELEDIAG",
              timeout: float = 60) -> subprocess.CompletedProcess:
     """Send ``files`` with dcmtk's storescu (skip/fail if dcmtk is missing)."""
-    exe = shutil.which("storescu")
+    exe = find_dcmtk("storescu")
     if exe is None:
         unavailable("dcmtk storescu not found (apt-get install dcmtk)")
     return subprocess.run([exe, "-aet", calling_ae, "-aec", called_ae, "-to", "20", "-ta", "20", "-td", "30",
                            LOOPBACK, str(port), *map(str, files)],
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def storescu_async(port: int, calling_ae: str, files: Sequence[Path], called_ae: str = "TELEDIAG"
+                   ) -> subprocess.Popen:
+    """Start dcmtk's storescu without waiting (for sends that are meant to be cut off)."""
+    exe = find_dcmtk("storescu")
+    if exe is None:
+        unavailable("dcmtk storescu not found (apt-get install dcmtk)")
+    return subprocess.Popen([exe, "-aet", calling_ae, "-aec", called_ae, "-to", "20", "-ta", "20", "-td", "30",
+                             LOOPBACK, str(port), *map(str, files)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
 
 
 def dicom_dataset_bytes(part10: bytes) -> bytes:

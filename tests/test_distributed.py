@@ -22,7 +22,6 @@ from services import (
     SHARED_DATA,
     Registered,
     S3Server,
-    dicom_dataset_bytes,
     register_network_cli,
     sha256_bytes,
     storescu,
@@ -169,10 +168,13 @@ def test_distributed_ingest_and_analysis(broker_url: str, fresh_postgres_url: st
             stored = seaweed.object_bytes(s3_bucket, obj.key)
             assert sha256_bytes(stored) == obj.sha256 and len(stored) == obj.size, obj.key
             if obj.sop_instance_uid == scu_uid:
-                # the SCP stores the data set exactly as it came off the wire behind a new file meta
-                assert dicom_dataset_bytes(stored) == dicom_dataset_bytes(scu_dicom.read_bytes())
-                assert pydicom.dcmread(io.BytesIO(stored)).file_meta.get(
-                    "SourceApplicationEntityTitle", net.ae_title).strip() == net.ae_title
+                # The SCP stores the data set as it came off the wire, behind a new file meta. storescu
+                # re-encodes on sending (undefined-length sequences get explicit lengths), so the wire
+                # bytes are not the file's: compare element by element, every value included.
+                stored_ds = pydicom.dcmread(io.BytesIO(stored))
+                assert stored_ds == pydicom.dcmread(scu_dicom)
+                assert stored_ds.file_meta.TransferSyntaxUID == pydicom.dcmread(scu_dicom).file_meta.TransferSyntaxUID
+                assert stored_ds.file_meta.MediaStorageSOPInstanceUID == scu_uid
             elif obj.media_type == "application/dicom":
                 assert stored == http_dicom.read_bytes()
             else:

@@ -151,7 +151,7 @@ def create_app(system: System) -> FastAPI:
         data = await read_all(files)
         for name, content in data.items():
             try:
-                inspect(content)
+                inspect(content, thorough=True)
             except InvalidObject as exc:
                 log.warning("refused a DICOM upload from device %s: %s", identity.device_id, exc)
                 raise HTTPException(422, f"{name}: {exc}") from exc

@@ -32,7 +32,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -254,6 +253,9 @@ def find_dcmtk(tool: str) -> str | None:
         cand = Path(d) / tool
         if cand.is_file() and os.access(cand, os.X_OK):
             try:
+                with open(cand, "rb") as fh:
+                    if fh.read(2) == b"#!":  # a script: pynetdicom's app or a pyenv shim, not dcmtk
+                        continue
                 out = subprocess.run([str(cand), "--version"], capture_output=True, text=True, timeout=10)
             except (OSError, subprocess.SubprocessError):
                 continue

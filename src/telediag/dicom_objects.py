@@ -76,11 +76,15 @@ def _str(ds: Dataset, keyword: str) -> str | None:
     return text or None
 
 
+def _require_part10(data: bytes) -> None:
+    if len(data) < 132 or data[128:132] != b"DICM":
+        raise InvalidObject("not a DICOM Part 10 file: no 128-byte preamble and 'DICM' prefix")
+
+
 def read_part10(data: bytes) -> Dataset:
     """Parse a DICOM Part 10 file, turning pydicom's complaints (truncation is only a warning
     there) into ``InvalidObject``."""
-    if len(data) < 132 or data[128:132] != b"DICM":
-        raise InvalidObject("not a DICOM Part 10 file: no 128-byte preamble and 'DICM' prefix")
+    _require_part10(data)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # pydicom warns (not raises) on a truncated file
         try:
@@ -123,9 +127,65 @@ def _check_pixels(ds: Dataset) -> None:
                             f"{frames} frame(s) of {rows}x{cols}x{spp} at {bits} bits: truncated")
 
 
-def inspect(data: bytes) -> DicomInfo:
-    """Parse and validate one received object; raise ``InvalidObject`` with the reason."""
-    ds = read_part10(data)
+_META_GROUP_LENGTH = b"\x02\x00\x00\x00UL\x04\x00"
+
+
+def _data_set_offset(data: bytes) -> int | None:
+    """Where the data set starts, from the File Meta Information Group Length (None if absent)."""
+    if data[132:140] != _META_GROUP_LENGTH:
+        return None
+    return 144 + int.from_bytes(data[140:144], "little")
+
+
+def _header(data: bytes) -> Dataset:
+    """File meta and the elements up to the Study/Series UIDs only: enough to file the object."""
+    from pydicom.filereader import read_partial
+
+    _require_part10(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            return read_partial(io.BytesIO(data), stop_when=lambda tag, vr, length: tag > 0x0020FFFF)
+        except Exception as exc:
+            raise InvalidObject(f"malformed DICOM: {exc}") from exc
+
+
+def _check_waveform_fast(data: bytes, ts: str) -> bool:
+    """Structural check of an ECG object without building pydicom datasets; False when the
+    transfer syntax needs the pydicom path instead."""
+    from telediag.dicom_scan import MalformedDataSet, waveform_groups
+    from telediag.ecg.io import check_waveform_group
+    from telediag.ecg.recording import WaveformError
+
+    offset = _data_set_offset(data)
+    if offset is None:
+        return False
+    try:
+        groups = waveform_groups(data, offset, ts)
+    except MalformedDataSet as exc:
+        raise InvalidObject(f"malformed DICOM: {exc}") from exc
+    if groups is None:
+        return False
+    if not groups:
+        raise InvalidObject("ECG waveform is invalid: object has no Waveform Sequence")
+    try:
+        for index, group in enumerate(groups):
+            check_waveform_group(group, index)
+    except WaveformError as exc:
+        raise InvalidObject(f"ECG waveform is invalid: {exc}") from exc
+    return True
+
+
+def inspect(data: bytes, thorough: bool = False) -> DicomInfo:
+    """Parse and validate one received object; raise ``InvalidObject`` with the reason.
+
+    ECG objects in little-endian transfer syntaxes are checked structurally (every length
+    fits, every waveform group's data matches its declared channels x samples x bits), which
+    is fast enough for the C-STORE path; the full decode into millivolts happens in the
+    analysis worker. ``thorough`` decodes the waveform here too (the HTTP upload does, as it
+    can afford the few milliseconds), as does any other transfer syntax.
+    """
+    ds = read_part10(data) if thorough else _header(data)
     meta = ds.file_meta
     sop_class = str(ds.get("SOPClassUID") or meta.get("MediaStorageSOPClassUID") or "")
     sop_instance = str(ds.get("SOPInstanceUID") or meta.get("MediaStorageSOPInstanceUID") or "")
@@ -136,22 +196,24 @@ def inspect(data: bytes) -> DicomInfo:
     study, series = _str(ds, "StudyInstanceUID"), _str(ds, "SeriesInstanceUID")
     if not study or not series:
         raise InvalidObject("object has no Study or Series Instance UID")
+    ts = str(meta.get("TransferSyntaxUID", ""))
     if sop_class in ECG_SOP_CLASSES:
-        from telediag.ecg.io import read_dicom_waveform
-        from telediag.ecg.recording import WaveformError
+        if thorough or not _check_waveform_fast(data, ts):
+            from telediag.ecg.io import read_dicom_waveform
+            from telediag.ecg.recording import WaveformError
 
-        try:
-            read_dicom_waveform(ds)
-        except WaveformError as exc:
-            raise InvalidObject(f"ECG waveform is invalid: {exc}") from exc
+            try:
+                read_dicom_waveform(ds if thorough else read_part10(data))
+            except WaveformError as exc:
+                raise InvalidObject(f"ECG waveform is invalid: {exc}") from exc
     else:
-        _check_pixels(ds)
+        _check_pixels(ds if thorough else read_part10(data))
     return DicomInfo(
         sop_class_uid=sop_class,
         sop_instance_uid=sop_instance,
         study_instance_uid=study,
         series_instance_uid=series,
-        transfer_syntax_uid=str(meta.get("TransferSyntaxUID", "")),
+        transfer_syntax_uid=ts,
         modality=_str(ds, "Modality"),
         patient_id=_str(ds, "PatientID"),
         patient_name=_str(ds, "PatientName"),

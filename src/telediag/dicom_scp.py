@@ -17,7 +17,8 @@ C-STORE statuses
     ``0x0000``  stored, a re-send of a stored object, or a conflicting object kept in
                 quarantine (nothing a retry could change);
     ``0xC000``  :class:`InvalidObject` (cannot understand) - the reason is in Error Comment;
-    ``0xC001``  larger than ``max_object_bytes``;
+    ``0xC001``  larger than ``max_object_bytes`` (checked once the object is received:
+                pynetdicom assembles a data set in memory before any handler runs);
     ``0xA700``  :class:`StorageUnavailable` or any unexpected error (out of resources):
                 nothing was recorded and the device should send again later.
 
@@ -364,7 +365,7 @@ class StorageSCP:
         except StorageUnavailable as exc:
             log.error("C-STORE from device %s: %s (%d bytes) not stored, storage unavailable: %s",
                       device.device_id, sop_instance, len(body), exc)
-            return _status(STATUS_OUT_OF_RESOURCES, f"storage unavailable, retry later")
+            return _status(STATUS_OUT_OF_RESOURCES, "storage unavailable, retry later")
         except Exception as exc:
             log.exception("C-STORE from device %s: %s (%d bytes) failed unexpectedly (%s)", device.device_id,
                           sop_instance, len(body), type(exc).__name__)

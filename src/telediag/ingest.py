@@ -23,13 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol, Sequence
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
 from sqlalchemy.exc import SQLAlchemyError
 
 from telediag.db import Database
 from telediag.dicom_objects import DicomInfo, InvalidObject, inspect
-from telediag.models import Case, CaseKind, Job, Patient, QuarantinedObject, StoredObject
+from telediag.models import (Case, CaseKind, CaseStatus, Job, JobState, Patient, QuarantinedObject, StoredObject,
+                             utcnow)
 from telediag.network import DeviceIdentity
 from telediag.objectstore import ObjectStore, ObjectStoreError, sha256_hex
 
@@ -40,6 +41,20 @@ WFDB_HEADER_MEDIA_TYPE = "application/x-wfdb-header"
 WFDB_DATA_MEDIA_TYPE = "application/x-wfdb-signal"
 WFDB_ANNOTATION_MEDIA_TYPE = "application/x-wfdb-annotation"
 ANALYZE_ECG = "analyze_ecg"
+
+
+# Statements on every C-STORE's path, built once on the plain tables (no ORM compile step).
+_objects, _cases, _patients, _jobs = (StoredObject.__table__, Case.__table__, Patient.__table__, Job.__table__)
+_FIND_INSTANCE = select(_objects.c.id, _objects.c.sha256, _objects.c.case_id).where(
+    _objects.c.sop_instance_uid == bindparam("uid"))
+_FIND_CASE = select(_cases.c.id).where(_cases.c.site_id == bindparam("site"),
+                                       _cases.c.study_instance_uid == bindparam("study"))
+_FIND_PATIENT = select(_patients.c.id).where(_patients.c.site_id == bindparam("site"),
+                                             _patients.c.patient_key == bindparam("key"))
+_INSERT_CASE = insert(_cases).returning(_cases.c.id)
+_INSERT_PATIENT = insert(_patients).returning(_patients.c.id)
+_INSERT_OBJECT = insert(_objects).returning(_objects.c.id)
+_INSERT_JOB = insert(_jobs).returning(_jobs.c.id)
 
 
 class StorageUnavailable(RuntimeError):
@@ -102,18 +117,19 @@ class IngestService:
         self._put(key, data, DICOM_MEDIA_TYPE)
         try:
             with self.db.uow() as uow:
-                s = uow.session
-                case = self._case_for_study(s, device, info)
-                obj = StoredObject(case=case, key=key, size=len(data), sha256=digest, media_type=DICOM_MEDIA_TYPE,
-                                   sop_class_uid=info.sop_class_uid, sop_instance_uid=info.sop_instance_uid,
-                                   series_instance_uid=info.series_instance_uid,
-                                   transfer_syntax_uid=info.transfer_syntax_uid, modality=info.modality)
-                s.add(obj)
-                job = Job(object=obj, kind=ANALYZE_ECG) if info.is_ecg else None
-                if job is not None:
-                    s.add(job)
+                conn = uow.session.connection()
+                case_id = self._case_for_study(conn, device, info)
+                now = utcnow()
+                object_id = conn.scalar(_INSERT_OBJECT, dict(
+                    case_id=case_id, key=key, size=len(data), sha256=digest, media_type=DICOM_MEDIA_TYPE,
+                    sop_class_uid=info.sop_class_uid, sop_instance_uid=info.sop_instance_uid,
+                    series_instance_uid=info.series_instance_uid, transfer_syntax_uid=info.transfer_syntax_uid,
+                    modality=info.modality, record_name=None, received_at=now))
+                job_id = conn.scalar(_INSERT_JOB, dict(
+                    object_id=object_id, kind=ANALYZE_ECG, state=JobState.PENDING, attempts=0, last_error=None,
+                    created_at=now, updated_at=now)) if info.is_ecg else None
                 uow.commit()
-                outcome = IngestOutcome(case.id, obj.id, "stored", job.id if job else None)
+                outcome = IngestOutcome(case_id, object_id, "stored", job_id)
         except DBIntegrityError:
             # Another association stored the same instance meanwhile: decide again on the committed row.
             known = self._known_instance(device, info.sop_instance_uid, digest, data)
@@ -134,13 +150,13 @@ class IngestService:
         """Recognise a re-send (same bytes: success, nothing new) or a conflicting object
         under a known SOP Instance UID (kept aside in quarantine, never overwriting)."""
         with self.db.uow() as uow:
-            existing = uow.session.scalar(select(StoredObject).where(StoredObject.sop_instance_uid == sop_instance_uid))
-            if existing is None:
-                return None
-            if existing.sha256 == digest:
-                log.info("re-send of stored object %s from device %s: already stored", existing.id, device.device_id)
-                return IngestOutcome(existing.case_id, existing.id, "duplicate")
-            case_id = existing.case_id
+            existing = uow.session.connection().execute(_FIND_INSTANCE, {"uid": sop_instance_uid}).first()
+        if existing is None:
+            return None
+        if existing.sha256 == digest:
+            log.info("re-send of stored object %s from device %s: already stored", existing.id, device.device_id)
+            return IngestOutcome(existing.case_id, existing.id, "duplicate")
+        case_id = existing.case_id
         key = f"quarantine/{sop_instance_uid}/{digest}.dcm"
         self._put(key, data, DICOM_MEDIA_TYPE)
         try:
@@ -157,30 +173,29 @@ class IngestService:
                     device.device_id, key)
         return IngestOutcome(case_id, None, "quarantined")
 
-    def _case_for_study(self, s, device: DeviceIdentity, info: DicomInfo) -> Case:
-        case = s.scalar(select(Case).where(Case.site_id == device.site_id,
-                                           Case.study_instance_uid == info.study_instance_uid))
-        if case is None:
-            case = Case(site_id=device.site_id, device_id=device.device_id,
-                        kind=CaseKind.ECG if info.is_ecg else CaseKind.IMAGING,
-                        study_instance_uid=info.study_instance_uid,
-                        patient_id=self._patient_id(s, device.site_id, info.patient_id, info.patient_name,
-                                                    info.patient_sex, info.patient_birth_date))
-            s.add(case)
-            s.flush()
-        return case
+    def _case_for_study(self, conn, device: DeviceIdentity, info: DicomInfo) -> int:
+        """The case of this study at the device's site, created with its patient on first sight."""
+        case_id = conn.scalar(_FIND_CASE, {"site": device.site_id, "study": info.study_instance_uid})
+        if case_id is None:
+            patient_id = self._patient_id(conn, device.site_id, info.patient_id, info.patient_name,
+                                          info.patient_sex, info.patient_birth_date)
+            now = utcnow()
+            case_id = conn.scalar(_INSERT_CASE, dict(
+                site_id=device.site_id, device_id=device.device_id, patient_id=patient_id,
+                kind=CaseKind.ECG if info.is_ecg else CaseKind.IMAGING, study_instance_uid=info.study_instance_uid,
+                status=CaseStatus.RECEIVED, received_at=now, updated_at=now))
+        return case_id
 
     @staticmethod
-    def _patient_id(s, site_id: int, key: str | None, name: str | None = None, sex: str | None = None,
+    def _patient_id(conn, site_id: int, key: str | None, name: str | None = None, sex: str | None = None,
                     birth_date: str | None = None) -> int | None:
         if not key:
             return None
-        patient = s.scalar(select(Patient).where(Patient.site_id == site_id, Patient.patient_key == key))
-        if patient is None:
-            patient = Patient(site_id=site_id, patient_key=key, name=name, sex=sex, birth_date=birth_date)
-            s.add(patient)
-            s.flush()
-        return patient.id
+        patient_id = conn.scalar(_FIND_PATIENT, {"site": site_id, "key": key})
+        if patient_id is None:
+            patient_id = conn.scalar(_INSERT_PATIENT, dict(site_id=site_id, patient_key=key, name=name, sex=sex,
+                                                           birth_date=birth_date))
+        return patient_id
 
     # -- WFDB ----------------------------------------------------------------------------
     def ingest_wfdb(self, device: DeviceIdentity, files: dict[str, bytes],
@@ -209,7 +224,7 @@ class IngestService:
             with self.db.uow() as uow:
                 s = uow.session
                 case = Case(site_id=device.site_id, device_id=device.device_id, kind=CaseKind.ECG,
-                            patient_id=self._patient_id(s, device.site_id, patient_id))
+                            patient_id=self._patient_id(s.connection(), device.site_id, patient_id))
                 s.add(case)
                 header_obj = None
                 for name in sorted(files):

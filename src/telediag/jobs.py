@@ -13,6 +13,7 @@ import logging
 import queue
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -146,10 +147,12 @@ class OutboxPublisher:
     anything this thread has not sent when the process dies is found by the sweeper.
     """
 
-    def __init__(self, db: Database, actor: dramatiq.Actor, batch_size: int = 200) -> None:
+    def __init__(self, db: Database, actor: dramatiq.Actor, batch_size: int = 200,
+                 mark_interval_s: float = 0.25) -> None:
         self.db = db
         self.actor = actor
         self.batch_size = batch_size
+        self.mark_interval_s = mark_interval_s
         self._queue: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._idle = threading.Condition()
         self._in_flight = 0
@@ -167,30 +170,45 @@ class OutboxPublisher:
                 self._thread.start()
 
     def wait_idle(self, timeout: float | None = None) -> bool:
-        """Block until every handed-over job was sent (or failed to be); for shutdown and tests."""
+        """Block until every handed-over job was sent and marked (or failed to be); for tests."""
         with self._idle:
             return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
 
     def _run(self) -> None:
+        # Each job goes to the broker at once (an alarm must not wait); marking rows
+        # ``queued`` is batched over ``mark_interval_s`` so that it does not compete with
+        # every ingest transaction for the database (SQLite has a single writer).
+        unmarked: list[int] = []
+        deadline = 0.0
         while True:
-            batch = [self._queue.get()]
-            while len(batch) < self.batch_size:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
+            timeout = max(0.0, deadline - time.monotonic()) if unmarked else None
             try:
-                self._send(batch)
-            except Exception as exc:  # broker or database down: the rows stay pending for the sweeper
-                log.warning("could not publish %d job(s) now (%s); the sweeper will", len(batch), type(exc).__name__)
-            finally:
-                with self._idle:
-                    self._in_flight -= len(batch)
-                    self._idle.notify_all()
+                job_id = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                job_id = None
+            if job_id is not None:
+                try:
+                    self.actor.send(job_id)
+                    if not unmarked:
+                        deadline = time.monotonic() + self.mark_interval_s
+                    unmarked.append(job_id)
+                except Exception as exc:  # broker down: the row stays pending for the sweeper
+                    log.warning("could not publish job %s now (%s); the sweeper will", job_id, type(exc).__name__)
+                    self._done(1)
+            if unmarked and (job_id is None or len(unmarked) >= self.batch_size):
+                try:
+                    self._mark_queued(unmarked)
+                except Exception as exc:  # harmless: a pending job that was sent is at worst sent again
+                    log.warning("could not mark %d job(s) queued (%s)", len(unmarked), type(exc).__name__)
+                self._done(len(unmarked))
+                unmarked = []
 
-    def _send(self, job_ids: list[int]) -> None:
-        for job_id in job_ids:
-            self.actor.send(job_id)
+    def _done(self, n: int) -> None:
+        with self._idle:
+            self._in_flight -= n
+            self._idle.notify_all()
+
+    def _mark_queued(self, job_ids: list[int]) -> None:
         with self.db.uow() as uow:
             uow.session.execute(update(Job).where(Job.id.in_(job_ids), Job.state == JobState.PENDING)
                                 .values(state=JobState.QUEUED, updated_at=utcnow()))

@@ -23,7 +23,7 @@ from pydicom.dataset import Dataset
 
 from .recording import Recording, WaveformError
 
-__all__ = ["read_wfdb", "read_dicom_waveform", "read_recording", "normalise_lead_name"]
+__all__ = ["read_wfdb", "read_dicom_waveform", "read_recording", "normalise_lead_name", "check_waveform_group"]
 
 # --------------------------------------------------------------------------
 # Lead names
@@ -250,7 +250,7 @@ def _group_dtype(group: Dataset, index: int) -> np.dtype:
     return dtype
 
 
-def _check_group(group: Dataset, index: int) -> tuple[int, int, np.dtype]:
+def check_waveform_group(group: Dataset, index: int) -> tuple[int, int, np.dtype]:
     """Structural checks for one multiplex group; returns (n_channels, n_samples, dtype)."""
     n_ch = group.get("NumberOfWaveformChannels")
     n_s = group.get("NumberOfWaveformSamples")
@@ -349,7 +349,7 @@ def read_dicom_waveform(source: Dataset | str | os.PathLike | bytes) -> Recordin
     if not groups:
         raise WaveformError("DICOM object has no waveform sequence (not a waveform object)")
     try:
-        shapes = [_check_group(g, i) for i, g in enumerate(groups)]
+        shapes = [check_waveform_group(g, i) for i, g in enumerate(groups)]
         gi = _pick_group(groups)
         group = groups[gi]
         n_ch, n_s, dtype = shapes[gi]

@@ -22,7 +22,8 @@ BLOCK_S = 2.0
 FLAT_MV = 0.02          # peak-to-peak below this over a block: lead off / flat line
 CLIP_FRACTION = 0.10    # share of a block sitting on the lead's rail value
 NOISE_RATIO = 0.35      # mean |slope| vs typical QRS max slope: continuous HF activity
-JUMP_MV = 1.5           # baseline step between block quarters
+JUMP_MV = 1.0           # baseline step between consecutive 0.4-s medians
+MAINS_HZ = 50.0
 RANGE_MV = 10.0         # larger excursions than any ECG: artefact
 
 
@@ -36,10 +37,12 @@ class QualityResult:
     clipped: np.ndarray
     noisy: np.ndarray
     jump: np.ndarray
+    artefact: np.ndarray
 
     @property
     def usable(self) -> np.ndarray:
-        return ~(self.missing | self.flat | self.clipped | self.noisy | self.jump)
+        """Blocks a lead may be used in for detection and alarms."""
+        return ~(self.missing | self.flat | self.clipped | self.noisy | self.artefact)
 
     @property
     def unreadable_blocks(self) -> np.ndarray:
@@ -99,17 +102,29 @@ def assess_quality(signals: np.ndarray, fs: float, block_s: float = BLOCK_S) -> 
                 clipped[j] |= (xb[j] == rail).mean(axis=1) > CLIP_FRACTION
     clipped &= ~flat
 
-    # HF noise: continuous slope activity compared with the lead's typical QRS slope.
-    slope = np.abs(np.diff(xb, axis=2))
+    # HF noise: continuous slope activity compared with the lead's typical QRS
+    # slope, measured after a one-mains-period moving average. That average
+    # nulls 50 Hz and all its harmonics, so removable mains hum is not counted
+    # as noise; EMG and motion artefact are.
+    period = max(int(round(fs / MAINS_HZ)), 1)
+    c = np.cumsum(xt, axis=1)
+    smooth = np.empty_like(xt)
+    smooth[:, period:] = (c[:, period:] - c[:, :-period]) / period
+    smooth[:, :period] = smooth[:, period:period + 1] if xt.shape[1] > period else xt[:, :period]
+    slope = np.abs(np.diff(_blocks(smooth, block), axis=2))
     typical_qrs = np.median(slope.max(axis=2), axis=1, keepdims=True)     # (L, 1)
     noisy = slope.mean(axis=2) > NOISE_RATIO * np.maximum(typical_qrs, 1e-9)
 
-    # Baseline jumps: step between the first and last quarter of a block, or absurd range.
-    q = block // 4
-    first = xb[:, :, :q].mean(axis=2)
-    last = xb[:, :, block - q:].mean(axis=2)
-    jump = (np.abs(last - first) > JUMP_MV) | (ptp > RANGE_MV)
+    # Baseline jumps: a step between consecutive 0.4-s medians (robust to the
+    # QRS, blind to smooth respiratory wander), or an excursion no ECG has.
+    step = max(int(round(fs / 50.0)), 1)  # baseline needs no more than 50 Hz
+    sub = max(int(round(0.4 * fs / step)), 1)
+    dec = xb[:, :, ::step]
+    m = dec.shape[2] // sub
+    medians = np.median(dec[:, :, : m * sub].reshape(*dec.shape[:2], m, sub), axis=3)
+    jump = np.abs(np.diff(medians, axis=2)).max(axis=2, initial=0.0) > JUMP_MV
+    artefact = ptp > RANGE_MV
 
     flat |= missing & (ptp < FLAT_MV)
     return QualityResult(block_s=block_s, missing=missing.T, flat=flat.T, clipped=clipped.T,
-                         noisy=(noisy & ~flat).T, jump=(jump & ~flat).T)
+                         noisy=(noisy & ~flat).T, jump=(jump & ~flat).T, artefact=(artefact & ~flat).T)

@@ -1,0 +1,144 @@
+"""A fast structural scan of little-endian DICOM data sets, for the C-STORE hot path.
+
+pydicom builds a ``Dataset`` for every sequence item; a 12-lead ECG has dozens of them
+(channel definitions with their code sequences), which costs several milliseconds per
+object - more than the durable write itself. Ingest only needs to know that the object
+is whole (every length fits, every undefined-length sequence is closed) and what each
+waveform multiplex group declares, so this module walks the element headers and skips
+the values. It reads Implicit and Explicit VR Little Endian only; for any other transfer
+syntax it returns ``None`` and the caller falls back to pydicom.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any, Callable
+
+#: Explicit VR little endian VRs with a 2-byte reserved field and a 4-byte length.
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
+_UNDEFINED = 0xFFFFFFFF
+_ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+
+_WAVEFORM_SEQUENCE = 0x54000100
+#: Tags read from each multiplex group, by the pydicom keyword the waveform checks use.
+_GROUP_TAGS = {
+    0x003A0005: "NumberOfWaveformChannels",
+    0x003A0010: "NumberOfWaveformSamples",
+    0x003A001A: "SamplingFrequency",
+    0x003A0200: "ChannelDefinitionSequence",
+    0x54001004: "WaveformBitsAllocated",
+    0x54001006: "WaveformSampleInterpretation",
+    0x54001010: "WaveformData",
+}
+_IMPLICIT_LE, _EXPLICIT_LE = "1.2.840.10008.1.2", "1.2.840.10008.1.2.1"
+_U16, _U32 = struct.Struct("<H"), struct.Struct("<L")
+#: group, element, VR, 2-byte length: an explicit-VR short header (other layouts re-read bytes 4-8).
+_EXPLICIT_HEADER = struct.Struct("<HH2sH")
+
+
+class MalformedDataSet(ValueError):
+    """The byte stream is not a well-formed data set (a length overruns, a delimiter is missing)."""
+
+
+class _Scanner:
+    def __init__(self, buf: memoryview, explicit: bool) -> None:
+        self.buf = buf
+        self.explicit = explicit
+
+    def header(self, pos: int) -> tuple[int, int, int]:
+        """(tag, value length, value offset) of the element at ``pos``."""
+        buf = self.buf
+        if pos + 8 > len(buf):
+            raise MalformedDataSet(f"element header at byte {pos} runs past the end")
+        group, element, vr, short = _EXPLICIT_HEADER.unpack_from(buf, pos)
+        tag = group << 16 | element
+        if group == 0xFFFE or not self.explicit:
+            return tag, _U32.unpack_from(buf, pos + 4)[0], pos + 8
+        if vr in _LONG_VRS:
+            if pos + 12 > len(buf):
+                raise MalformedDataSet(f"element header at byte {pos} runs past the end")
+            return tag, _U32.unpack_from(buf, pos + 8)[0], pos + 12
+        return tag, short, pos + 8
+
+    def after(self, tag: int, length: int, value: int, limit: int) -> int:
+        """Offset just past an element's value (walking it if its length is undefined)."""
+        if length == _UNDEFINED:
+            return self.items(value, None)
+        if value + length > limit:
+            raise MalformedDataSet(f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) of {length} bytes "
+                                   f"runs past the end of its container")
+        return value + length
+
+    def items(self, pos: int, end: int | None,
+              on_item: Callable[[int, int], None] | None = None) -> int:
+        """Walk a sequence's items (or encapsulated fragments), to ``end`` or to the sequence
+        delimiter; call ``on_item(content start, content end)`` for each; return the next offset."""
+        while True:
+            if end is not None and pos >= end:
+                return pos
+            tag, length, value = self.header(pos)
+            if tag == _SEQ_END and end is None:
+                return value
+            if tag != _ITEM:
+                raise MalformedDataSet(f"expected an item at byte {pos}, found ({tag >> 16:04X},{tag & 0xFFFF:04X})")
+            if length == _UNDEFINED:
+                content_end, pos = self.elements(value, None)
+            else:
+                content_end = pos = self.after(tag, length, value, len(self.buf) if end is None else end)
+            if on_item is not None:
+                on_item(value, content_end)
+
+    def elements(self, pos: int, end: int | None) -> tuple[int, int]:
+        """Walk the elements of an item to ``end`` or to its item delimiter; return
+        (end of its content, next offset)."""
+        while end is None or pos < end:
+            tag, length, value = self.header(pos)
+            if tag == _ITEM_END and end is None:
+                return pos, value
+            pos = self.after(tag, length, value, len(self.buf) if end is None else end)
+        return pos, pos
+
+    def top_level(self, pos: int) -> list[dict[str, Any]]:
+        groups: list[dict[str, Any]] = []
+        while pos < len(self.buf):
+            tag, length, value = self.header(pos)
+            if tag == _WAVEFORM_SEQUENCE:
+                end = None if length == _UNDEFINED else self.after(tag, length, value, len(self.buf))
+                pos = self.items(value, end, lambda start, stop: groups.append(self.group(start, stop)))
+            else:
+                pos = self.after(tag, length, value, len(self.buf))
+        return groups
+
+    def group(self, pos: int, end: int) -> dict[str, Any]:
+        """The multiplex-group attributes the waveform checks need, from one item's elements."""
+        out: dict[str, Any] = {}
+        buf = self.buf
+        while pos < end:
+            tag, length, value = self.header(pos)
+            name = _GROUP_TAGS.get(tag)
+            if name == "ChannelDefinitionSequence":
+                count = [0]
+                defined_end = None if length == _UNDEFINED else self.after(tag, length, value, end)
+                pos = self.items(value, defined_end, lambda *_: count.__setitem__(0, count[0] + 1))
+                out[name] = [None] * count[0]  # only len() is used
+                continue
+            nxt = self.after(tag, length, value, end)
+            if name == "WaveformData":
+                out[name] = buf[value:nxt]
+            elif name in ("NumberOfWaveformChannels", "WaveformBitsAllocated") and length == 2:
+                out[name] = _U16.unpack_from(buf, value)[0]
+            elif name == "NumberOfWaveformSamples" and length == 4:
+                out[name] = _U32.unpack_from(buf, value)[0]
+            elif name in ("SamplingFrequency", "WaveformSampleInterpretation"):
+                out[name] = bytes(buf[value:nxt]).decode("ascii", "replace").strip(" \0")
+            pos = nxt
+        return out
+
+
+def waveform_groups(data: bytes, data_offset: int, transfer_syntax: str) -> list[dict[str, Any]] | None:
+    """Check that the data set starting at ``data_offset`` is well formed and return its
+    waveform multiplex groups as plain dicts keyed like pydicom keywords; ``None`` when the
+    transfer syntax is not little endian (the caller then uses pydicom)."""
+    if transfer_syntax not in (_IMPLICIT_LE, _EXPLICIT_LE):
+        return None
+    return _Scanner(memoryview(data), explicit=transfer_syntax == _EXPLICIT_LE).top_level(data_offset)
