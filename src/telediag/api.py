@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, UploadFile
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from telediag import __version__
@@ -126,29 +127,23 @@ def create_app(system: System) -> FastAPI:
     def health() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
-    @app.post("/api/v1/ecg/wfdb", status_code=201)
-    async def upload_wfdb(identity: Annotated[DeviceIdentity, Depends(device)],
-                          files: Annotated[list[UploadFile], File(description=".hea, signal file(s), optional annotations")],
-                          patient_id: Annotated[str | None, Form()] = None,
-                          site: Annotated[str | None, Form()] = None) -> JSONResponse:
-        """Upload one WFDB record; answers with the case id once it is durable."""
+    # Uploads: the body is read on the event loop; validation, fsync and database work run in
+    # the thread pool so one slow upload does not hold up the others.
+    def ingest_wfdb(identity: DeviceIdentity, site: str | None, data: dict[str, bytes],
+                    patient_id: str | None) -> JSONResponse:
         check_site(identity, site)
-        data = await read_all(files)
         try:
             validate_wfdb(data)
         except InvalidObject as exc:
             log.warning("refused a WFDB upload from device %s: %s", identity.device_id, exc)
             raise HTTPException(422, str(exc)) from exc
         outcome = store(system.ingest.ingest_wfdb, identity, data, patient_id)
+        log.info("WFDB upload from device %s: %s as object %s case %s", identity.device_id, outcome.status,
+                 outcome.object_id, outcome.case_id)
         return JSONResponse(_outcome_json(outcome), status_code=201 if outcome.status == "stored" else 200)
 
-    @app.post("/api/v1/dicom", status_code=201)
-    async def upload_dicom(identity: Annotated[DeviceIdentity, Depends(device)],
-                           files: Annotated[list[UploadFile], File(description="one or more DICOM Part 10 files")],
-                           site: Annotated[str | None, Form()] = None) -> JSONResponse:
-        """Upload DICOM files; all are checked before any is stored, so a refusal stores nothing."""
+    def ingest_dicom(identity: DeviceIdentity, site: str | None, data: dict[str, bytes]) -> JSONResponse:
         check_site(identity, site)
-        data = await read_all(files)
         for name, content in data.items():
             try:
                 inspect(content, thorough=True)
@@ -157,8 +152,25 @@ def create_app(system: System) -> FastAPI:
                 raise HTTPException(422, f"{name}: {exc}") from exc
         results = [{"file": name, **_outcome_json(store(system.ingest.ingest_dicom, identity, content))}
                    for name, content in data.items()]
+        log.info("DICOM upload from device %s: %s", identity.device_id,
+                 ", ".join(f"{r['status']} as object {r['object_id']}" for r in results))
         created = any(r["status"] == "stored" for r in results)
         return JSONResponse({"objects": results}, status_code=201 if created else 200)
+
+    @app.post("/api/v1/ecg/wfdb", status_code=201)
+    async def upload_wfdb(identity: Annotated[DeviceIdentity, Depends(device)],
+                          files: Annotated[list[UploadFile], File(description=".hea, signal file(s), optional annotations")],
+                          patient_id: Annotated[str | None, Form()] = None,
+                          site: Annotated[str | None, Form()] = None) -> JSONResponse:
+        """Upload one WFDB record; answers with the case id once it is durable."""
+        return await run_in_threadpool(ingest_wfdb, identity, site, await read_all(files), patient_id)
+
+    @app.post("/api/v1/dicom", status_code=201)
+    async def upload_dicom(identity: Annotated[DeviceIdentity, Depends(device)],
+                           files: Annotated[list[UploadFile], File(description="one or more DICOM Part 10 files")],
+                           site: Annotated[str | None, Form()] = None) -> JSONResponse:
+        """Upload DICOM files; all are checked before any is stored, so a refusal stores nothing."""
+        return await run_in_threadpool(ingest_dicom, identity, site, await read_all(files))
 
     @app.get("/api/v1/cases/{case_id}")
     def case_status(case_id: int, identity: Annotated[DeviceIdentity, Depends(device)]) -> dict[str, Any]:

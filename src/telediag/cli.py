@@ -175,11 +175,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        hr = result.get("heart_rate_bpm")
-        print(f"{args.path}: {len(result['leads'])} lead(s) at {result['fs']:g} Hz, {result['duration_s']:.1f} s, "
-              f"{len(result['qrs'])} QRS, heart rate {'-' if hr is None else f'{hr:.0f} bpm'}")
-        for finding in result.get("findings", []):
-            print(f"  finding: {finding}")
+        from telediag.summary import describe_analysis
+
+        print(f"{args.path}: {describe_analysis(result)}")
     return 0
 
 

@@ -24,6 +24,7 @@ from sqlalchemy import select
 from telediag.config import Settings
 from telediag.models import AnalysisResult, Device, Job, JobState, Site
 from telediag.network import add_device, add_site
+from telediag.summary import describe_analysis
 from telediag.system import System
 
 DEMO_AE = "DEMOCART"
@@ -127,12 +128,7 @@ def _report_analyses(system: System, since_job: int, timeout: float = 60.0) -> N
             if result is None:
                 print(f"  job {job.id} ({name}): {job.state.value} {job.last_error or ''}")
                 continue
-            r = result.result
-            hr = r.get("heart_rate_bpm")
-            findings = ", ".join(str(f) for f in r.get("findings", [])) or "none"
-            print(f"  job {job.id} ({name}): {len(r.get('leads', []))} leads at {r.get('fs'):g} Hz, "
-                  f"{r.get('duration_s', 0):.1f} s, {len(r.get('qrs', []))} QRS, "
-                  f"HR {'-' if hr is None else f'{hr:.0f}/min'}, findings: {findings}")
+            print(f"  job {job.id} ({name}): {describe_analysis(result.result)}")
 
 
 def run_demo(settings: Settings, samples: Path) -> int:

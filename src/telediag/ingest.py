@@ -140,7 +140,7 @@ class IngestService:
             self._discard(key)
             log.error("database unavailable while recording %s: %s", key, type(exc).__name__)
             raise StorageUnavailable("database unavailable") from exc
-        log.info("stored object %s (case %s, %d bytes, sop class %s)", outcome.object_id, outcome.case_id,
+        log.debug("stored object %s (case %s, %d bytes, sop class %s)", outcome.object_id, outcome.case_id,
                  len(data), info.sop_class_uid)
         self._after_commit(outcome)
         return outcome
