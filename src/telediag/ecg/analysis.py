@@ -64,7 +64,7 @@ def analyze(rec: Recording) -> dict[str, Any]:
     block = int(round(quality.block_s * fs))
     readable_beat = quality.usable[np.minimum(qrs // block, quality.usable.shape[0] - 1)].any(axis=1) \
         if qrs.size else np.zeros(0, bool)
-    labels = classify_beats(x, fs, qrs, readable_beat)
+    labels = classify_beats(x, fs, qrs, readable_beat, quality.usable, quality.block_s)
     hr = heart_rate_bpm(qrs, fs)
 
     measurements = None
