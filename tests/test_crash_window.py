@@ -16,7 +16,6 @@ import io
 from pathlib import Path
 
 import httpx
-import pydicom
 import pytest
 from sqlalchemy import func, select
 

@@ -61,10 +61,13 @@ def _case_json(port: int, key: str, case_id: int) -> dict:
 
 
 def _finished(port: int, key: str, case_id: int) -> dict | None:
-    """The case once every analysis job of it reached an end state (done or dead)."""
+    """The case once every analysis job of it reached an end state (done or dead) and the case
+    says so too (the API reads case and jobs in separate statements, so one answer can show a
+    finished job with the case status of an instant before)."""
     case = _case_json(port, key, case_id)
     jobs = [o["job"] for o in case["objects"] if o["job"] is not None]
-    return case if jobs and all(j["state"] in ("done", "dead") for j in jobs) else None
+    finished = jobs and all(j["state"] in ("done", "dead") for j in jobs) and case["status"] != "received"
+    return case if finished else None
 
 
 def _assert_analysis(result: dict, recording, hr_range: tuple[float, float]) -> None:

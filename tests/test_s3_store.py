@@ -113,8 +113,6 @@ def test_unreachable_server_fails_fast_with_object_store_error(seaweed: S3Server
     _assert_fast_store_error(lambda: store.delete("a/b"))
 
 
-@pytest.mark.xfail(strict=True, reason="S3Store.ensure_bucket lets urllib3's MaxRetryError escape instead of "
-                                       "ObjectStoreError (diff reported to the objectstore.py owner)")
 def test_open_store_on_unreachable_server_raises_object_store_error(seaweed: S3Server) -> None:
     _assert_fast_store_error(lambda: open_store(seaweed.url("telediag").replace(str(seaweed.port),
                                                                                 str(free_port()))))
@@ -143,8 +141,6 @@ class BlackHole:
             conn.close()
 
 
-@pytest.mark.xfail(strict=True, reason="S3Store reads with a 30 s timeout and retries twice: a hung S3 server "
-                                       "blocks a put ~90 s (diff reported to the objectstore.py owner)")
 def test_hung_server_fails_within_20_s() -> None:
     hole = BlackHole()
     try:

@@ -110,7 +110,11 @@ class IngestService:
         """Store one DICOM Part 10 object sent by ``device``."""
         info = inspect(data)
         digest = sha256_hex(data)
-        known = self._known_instance(device, info.sop_instance_uid, digest, data)
+        try:
+            known = self._known_instance(device, info.sop_instance_uid, digest, data)
+        except SQLAlchemyError as exc:
+            log.error("database unavailable while checking a received object: %s", type(exc).__name__)
+            raise StorageUnavailable("database unavailable") from exc
         if known is not None:
             return known
         key = dicom_key(device.site_id, info)
@@ -203,8 +207,10 @@ class IngestService:
         """Store one WFDB record given as ``{file name: bytes}`` (.hea, its signal files,
         optionally annotation files). Identical re-uploads are recognised by content."""
         header_name, record_name = validate_wfdb(files)
-        fingerprint = "wfdb-sha256:" + sha256_hex(b"".join(
-            name.encode() + b"\0" + sha256_hex(files[name]).encode() for name in sorted(files)))
+        # 64 characters, the width of a SOP Instance UID column ("wfdb:" + 59 hex digits); the ':'
+        # keeps it apart from any DICOM UID, which has digits and dots only.
+        fingerprint = "wfdb:" + sha256_hex(b"".join(
+            name.encode() + b"\0" + sha256_hex(files[name]).encode() for name in sorted(files)))[:59]
         with self.db.uow() as uow:
             existing = uow.session.scalar(select(StoredObject).where(StoredObject.sop_instance_uid == fingerprint))
             if existing is not None:

@@ -104,8 +104,8 @@ class S3Store:
 
         # Short timeouts and few retries: a stalled store must turn into a failure status
         # for the device (which retries) rather than a hung association.
-        http = PoolManager(timeout=Timeout(connect=5, read=30), maxsize=16,
-                           retries=Retry(total=2, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]))
+        http = PoolManager(timeout=Timeout(connect=5, read=10), maxsize=16,
+                           retries=Retry(total=2, read=0, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]))
         self.client = Minio(endpoint, access_key=access_key, secret_key=secret_key,
                             secure=secure, region=region, http_client=http)
         self.bucket = bucket
@@ -119,6 +119,8 @@ class S3Store:
         except S3Error as exc:
             if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                 raise ObjectStoreError(f"cannot create bucket {self.bucket}: {exc.code}") from exc
+        except Exception as exc:  # connection refused, timeouts (urllib3 errors)
+            raise ObjectStoreError(f"cannot reach S3 for bucket {self.bucket}: {type(exc).__name__}: {exc}") from exc
 
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         try:

@@ -16,6 +16,7 @@ from scipy import signal
 
 __all__ = [
     "bandpass",
+    "bandpass_rows",
     "highpass",
     "lowpass",
     "remove_baseline",
@@ -43,6 +44,69 @@ def _apply(sos: np.ndarray, x: np.ndarray, zero_phase: bool) -> np.ndarray:
         padlen = min(3 * (2 * len(sos) + 1), x.shape[0] - 1)
         return signal.sosfiltfilt(sos, x, axis=0, padlen=max(padlen, 0))
     return signal.sosfilt(sos, x, axis=0)
+
+
+try:  # scipy's in-place SOS kernel (what sosfilt calls after copying its input)
+    from scipy.signal._sosfilt import _sosfilt as _sosfilt_inplace
+except ImportError:  # pragma: no cover - private API moved; fall back to the public, copying one
+    _sosfilt_inplace = None
+
+
+@lru_cache(maxsize=64)
+def _sos_zi(sos_key: bytes, n_sections: int) -> np.ndarray:
+    sos = np.frombuffer(sos_key, dtype=np.float64).reshape(n_sections, 6)
+    return signal.sosfilt_zi(sos)
+
+
+def _sosfilt_rows(sos: np.ndarray, x: np.ndarray, zi: np.ndarray) -> np.ndarray:
+    """``sosfilt(sos, x, axis=-1, zi=zi)[0]`` for C-contiguous 2-D ``x``, in place when possible.
+
+    ``zi`` has shape (n_sections, rows, 2), as ``sosfilt`` expects it.
+    """
+    if _sosfilt_inplace is not None and x.flags.c_contiguous and x.dtype == np.float64:
+        _sosfilt_inplace(sos, x, np.ascontiguousarray(np.moveaxis(zi, 0, 1)))
+        return x
+    return signal.sosfilt(sos, x, axis=-1, zi=zi)[0]
+
+
+def _filtfilt_rows(sos: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Zero-phase filtering of each row of a 2-D array along axis 1.
+
+    Bit-for-bit the same arithmetic as ``_apply(sos, x.T, zero_phase=True).T``
+    (``sosfiltfilt`` with odd extension of ``padlen`` samples), but on a
+    lead-major layout: no transposing copies, no per-call ``sosfilt_zi``
+    solve, the odd extension written straight into one buffer that is then
+    filtered in place, and that buffer reused for the result. Peak extra
+    memory is two signal-sized buffers. Returns rows shaped like ``x``, each
+    row contiguous (the array itself is a view with a slightly longer row stride).
+    """
+    rows, n = x.shape
+    edge = max(min(3 * (2 * len(sos) + 1), n - 1), 0)
+    if edge == 0:
+        return np.ascontiguousarray(_apply(sos, x.T, zero_phase=True).T)
+    sos = np.ascontiguousarray(sos, dtype=np.float64)
+    ext = np.empty((rows, n + 2 * edge))
+    ext[:, edge:edge + n] = x
+    # odd extension, same expressions as scipy.signal._arraytools.odd_ext
+    np.subtract(2 * x[:, :1], x[:, edge:0:-1], out=ext[:, :edge])
+    np.subtract(2 * x[:, -1:], x[:, -2:-(edge + 2):-1], out=ext[:, edge + n:])
+    zi = _sos_zi(sos.tobytes(), len(sos)).reshape(len(sos), 1, 2)
+    y = _sosfilt_rows(sos, ext, zi * ext[:, :1])
+    rev = np.ascontiguousarray(y[:, ::-1])
+    rev = _sosfilt_rows(sos, rev, zi * rev[:, :1])
+    out = ext[:, :n]        # ext is no longer needed: reuse its memory for the result
+    out[...] = rev[:, ::-1][:, edge:edge + n]
+    return out
+
+
+def bandpass_rows(x: np.ndarray, fs: float, low: float, high: float, order: int = 2) -> np.ndarray:
+    """Zero-phase :func:`bandpass` of each row of ``x`` (shape (n_leads, n)).
+
+    Identical values to ``bandpass(x.T, ...).T``, several times faster and with
+    less memory; the rows of the result are contiguous.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    return _filtfilt_rows(_butter(order, (low, high), "bandpass", float(fs)), x.reshape(-1, x.shape[-1]))
 
 
 def bandpass(x: np.ndarray, fs: float, low: float, high: float, order: int = 2,

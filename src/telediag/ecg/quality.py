@@ -77,17 +77,47 @@ def _blocks(x: np.ndarray, block: int) -> np.ndarray:
     return np.ascontiguousarray(x).reshape(n_leads, nb, block)
 
 
+def _padded_lead_major(x: np.ndarray, block: int) -> np.ndarray:
+    """(n, L) -> C-contiguous (L, n_blocks * block), the last block padded by edge repetition.
+
+    One transposing copy; callers may keep using ``out[:, :n]`` as the lead-major signal.
+    """
+    n, n_leads = x.shape
+    nb = -(-n // block)
+    out = np.empty((n_leads, nb * block))
+    out[:, :n] = x.T
+    if nb * block > n:
+        out[:, n:] = out[:, n - 1:n]
+    return out
+
+
 def assess_quality(signals: np.ndarray, fs: float, block_s: float = BLOCK_S) -> QualityResult:
     """Flag each ``block_s`` block of each lead (signals in mV, shape (n,) or (n, L))."""
     x = np.asarray(signals, dtype=np.float64)
-    xt = x.reshape(len(x), -1).T
+    x = x.reshape(len(x), -1)
     block = max(int(round(block_s * fs)), 4)
-    missing_s = np.isnan(xt)
-    has_missing = bool(missing_s.any())
+    return _assess_padded(_padded_lead_major(x, block), x.shape[0], fs, block, block_s)
+
+
+def _assess_padded(xp: np.ndarray, n: int, fs: float, block: int, block_s: float) -> QualityResult:
+    """:func:`assess_quality` on the output of :func:`_padded_lead_major` (``n`` real samples).
+
+    Sets NaN samples of ``xp`` to 0 in place (so ``xp[:, :n]`` is then NaN-free).
+    """
+    n_leads = xp.shape[0]
+    nb = xp.shape[1] // block
+    xb = xp.reshape(n_leads, nb, block)
+    # A NaN anywhere makes the sum NaN; a NaN-free sum proves there is none (cheap test).
+    has_missing = bool(np.isnan(np.add.reduce(xp, axis=None)))
     if has_missing:
-        xt = np.where(missing_s, 0.0, xt)
-    xb = _blocks(xt, block)
-    missing = _blocks(missing_s, block).any(axis=2) if has_missing else np.zeros(xb.shape[:2], bool)
+        missing_s = np.isnan(xp)
+        has_missing = bool(missing_s.any())
+    if has_missing:
+        missing = missing_s.reshape(n_leads, nb, block).any(axis=2)
+        xp[missing_s] = 0.0
+    else:
+        missing = np.zeros((n_leads, nb), bool)
+    xt = xp[:, :n]
 
     hi = xb.max(axis=2)
     lo = xb.min(axis=2)
@@ -95,11 +125,17 @@ def assess_quality(signals: np.ndarray, fs: float, block_s: float = BLOCK_S) -> 
     flat = ptp < FLAT_MV
 
     # Clipping: many samples sitting exactly on the lead's extreme value (an ADC rail).
+    # Only blocks whose max (min) is the rail can hold rail samples, so only those are counted.
     clipped = np.zeros_like(flat)
-    for j in range(xb.shape[0]):
-        for rail in (hi[j].max(), lo[j].min()):
-            if np.count_nonzero(xt[j] == rail) >= CLIP_FRACTION * block:
-                clipped[j] |= (xb[j] == rail).mean(axis=1) > CLIP_FRACTION
+    for j in range(n_leads):
+        for ext_b, rail in ((hi[j], hi[j].max()), (lo[j], lo[j].min())):
+            cand = np.flatnonzero(ext_b == rail)
+            counts = np.count_nonzero(xb[j, cand] == rail, axis=1)
+            total = int(counts.sum())
+            if cand.size and cand[-1] == nb - 1 and nb * block > n:
+                total -= int(np.count_nonzero(xp[j, n:] == rail))  # edge padding is not signal
+            if total >= CLIP_FRACTION * block:
+                clipped[j, cand] |= counts / block > CLIP_FRACTION
     clipped &= ~flat
 
     # HF noise: continuous slope activity compared with the lead's typical QRS
@@ -108,10 +144,16 @@ def assess_quality(signals: np.ndarray, fs: float, block_s: float = BLOCK_S) -> 
     # as noise; EMG and motion artefact are.
     period = max(int(round(fs / MAINS_HZ)), 1)
     c = np.cumsum(xt, axis=1)
-    smooth = np.empty_like(xt)
-    smooth[:, period:] = (c[:, period:] - c[:, :-period]) / period
-    smooth[:, :period] = smooth[:, period:period + 1] if xt.shape[1] > period else xt[:, :period]
-    slope = np.abs(np.diff(_blocks(smooth, block), axis=2))
+    smooth = np.empty_like(xp)
+    sm = smooth[:, :n]
+    np.subtract(c[:, period:], c[:, :-period], out=sm[:, period:])
+    np.divide(sm[:, period:], period, out=sm[:, period:])
+    sm[:, :period] = sm[:, period:period + 1] if n > period else xt[:, :period]
+    if nb * block > n:
+        smooth[:, n:] = smooth[:, n - 1:n]
+    sb = smooth.reshape(n_leads, nb, block)
+    slope = np.subtract(sb[:, :, 1:], sb[:, :, :-1])
+    np.abs(slope, out=slope)
     typical_qrs = np.median(slope.max(axis=2), axis=1, keepdims=True)     # (L, 1)
     noisy = slope.mean(axis=2) > NOISE_RATIO * np.maximum(typical_qrs, 1e-9)
 
@@ -119,9 +161,13 @@ def assess_quality(signals: np.ndarray, fs: float, block_s: float = BLOCK_S) -> 
     # QRS, blind to smooth respiratory wander), or an excursion no ECG has.
     step = max(int(round(fs / 50.0)), 1)  # baseline needs no more than 50 Hz
     sub = max(int(round(0.4 * fs / step)), 1)
-    dec = xb[:, :, ::step]
-    m = dec.shape[2] // sub
-    medians = np.median(dec[:, :, : m * sub].reshape(*dec.shape[:2], m, sub), axis=3)
+    m = -(-block // step) // sub
+    groups = xb[:, :, : m * sub * step: step].reshape(n_leads, nb, m, sub)
+    if sub % 2 and m > 0:
+        # odd-length median = the middle order statistic (what np.median returns, NaN-free data)
+        medians = np.partition(groups, sub // 2, axis=3)[..., sub // 2]
+    else:
+        medians = np.median(groups, axis=3)
     jump = np.abs(np.diff(medians, axis=2)).max(axis=2, initial=0.0) > JUMP_MV
     artefact = ptp > RANGE_MV
 
