@@ -209,7 +209,7 @@ def test_ingest_during_s3_outage_raises_storage_unavailable_and_records_nothing(
         first = (DICOM / "waveform_ecg.dcm").read_bytes()
         stored = ingest.ingest_dicom(device, first)
         assert stored.status == "stored" and stored.job_id in publisher.published
-        key = dicom_key(device.site_id, inspect(first))
+        key = dicom_key(device.site_id, inspect(first), sha256_bytes(first))
         assert sha256_bytes(server.object_bytes("outage", key)) == sha256_bytes(first)
 
         server.stop(kill=True)  # the S3 server dies
@@ -241,7 +241,7 @@ def test_database_refusing_the_row_discards_the_stored_object(pg_db: Database, s
     device = device_by_ae_title(pg_db, "CARTS3")
     data = (DICOM / "test_ecg.dcm").read_bytes()
     info = inspect(data)
-    key = dicom_key(device.site_id, info)
+    key = dicom_key(device.site_id, info, sha256_bytes(data))
     with pg_db.engine.begin() as conn:
         conn.execute(text("""
             CREATE FUNCTION td_refuse_insert() RETURNS trigger LANGUAGE plpgsql AS $$

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+from concurrent import futures
 import tempfile
 import time
 import uuid
@@ -91,10 +92,12 @@ def _fault_point(name: str) -> None:
             time.sleep(3600)
 
 
-def dicom_key(site_id: int, info: DicomInfo) -> str:
-    """Object-store key of a DICOM instance: site / study / series / instance."""
+def dicom_key(site_id: int, info: DicomInfo, sha256: str) -> str:
+    """Object-store key of a DICOM instance: site / study / series / instance, tagged with
+    the start of the content hash so that two different objects sent at the same moment
+    under one SOP Instance UID can never overwrite each other's bytes."""
     return (f"sites/{site_id}/studies/{info.study_instance_uid}/series/{info.series_instance_uid}"
-            f"/{info.sop_instance_uid}.dcm")
+            f"/{info.sop_instance_uid}.{sha256[:16]}.dcm")
 
 
 class IngestService:
@@ -104,6 +107,7 @@ class IngestService:
         self.db = db
         self.store = store
         self.publisher = publisher
+        self._writer = futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="telediag-write")
 
     # -- DICOM ---------------------------------------------------------------------------
     def ingest_dicom(self, device: DeviceIdentity, data: bytes) -> IngestOutcome:
@@ -117,8 +121,10 @@ class IngestService:
             raise StorageUnavailable("database unavailable") from exc
         if known is not None:
             return known
-        key = dicom_key(device.site_id, info)
-        self._put(key, data, DICOM_MEDIA_TYPE)
+        key = dicom_key(device.site_id, info, digest)
+        # The write (mostly fsync, which releases the GIL) runs while the rows are inserted;
+        # the transaction commits only after the write is durable, and rolls back if it fails.
+        put = self._writer.submit(self._put, key, data, DICOM_MEDIA_TYPE)
         try:
             with self.db.uow() as uow:
                 conn = uow.session.connection()
@@ -132,15 +138,18 @@ class IngestService:
                 job_id = conn.scalar(_INSERT_JOB, dict(
                     object_id=object_id, kind=ANALYZE_ECG, state=JobState.PENDING, attempts=0, last_error=None,
                     created_at=now, updated_at=now)) if info.is_ecg else None
+                put.result()  # raises StorageUnavailable: nothing is committed
                 uow.commit()
                 outcome = IngestOutcome(case_id, object_id, "stored", job_id)
         except DBIntegrityError:
             # Another association stored the same instance meanwhile: decide again on the committed row.
+            futures.wait([put])
             known = self._known_instance(device, info.sop_instance_uid, digest, data)
             if known is not None:
                 return known
             raise StorageUnavailable("database refused the object row")
         except SQLAlchemyError as exc:
+            futures.wait([put])
             self._discard(key)
             log.error("database unavailable while recording %s: %s", key, type(exc).__name__)
             raise StorageUnavailable("database unavailable") from exc

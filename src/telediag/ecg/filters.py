@@ -59,34 +59,47 @@ def _sos_zi(sos_key: bytes, n_sections: int) -> np.ndarray:
 
 
 def _sosfilt_rows(sos: np.ndarray, x: np.ndarray, zi: np.ndarray) -> np.ndarray:
-    """``sosfilt(sos, x, axis=-1, zi=zi)[0]`` for C-contiguous 2-D ``x``, in place when possible.
+    """``sosfilt(sos, x, axis=-1, zi=zi)[0]`` for 2-D ``x`` with contiguous rows, in place when possible.
 
     ``zi`` has shape (n_sections, rows, 2), as ``sosfilt`` expects it.
     """
-    if _sosfilt_inplace is not None and x.flags.c_contiguous and x.dtype == np.float64:
-        _sosfilt_inplace(sos, x, np.ascontiguousarray(np.moveaxis(zi, 0, 1)))
+    if _sosfilt_inplace is not None and x.dtype == np.float64 and x.strides[1] == x.itemsize:
+        zr = np.ascontiguousarray(np.moveaxis(zi, 0, 1))          # (rows, n_sections, 2)
+        if x.flags.c_contiguous:
+            _sosfilt_inplace(sos, x, zr)
+        else:  # rows are contiguous but spaced: one row (a C-contiguous (1, n) view) at a time
+            for r in range(x.shape[0]):
+                _sosfilt_inplace(sos, x[r:r + 1], zr[r:r + 1])
         return x
     return signal.sosfilt(sos, x, axis=-1, zi=zi)[0]
 
 
-def _filtfilt_rows(sos: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Zero-phase filtering of each row of a 2-D array along axis 1.
+def _zero_phase_edge(n_sections: int, n: int) -> int:
+    """Odd-extension length ``_apply`` uses for zero-phase filtering of ``n`` samples."""
+    return max(min(3 * (2 * n_sections + 1), n - 1), 0)
+
+
+def _filtfilt_rows_inplace(sos: np.ndarray, buf: np.ndarray, start: int, n: int) -> np.ndarray:
+    """Zero-phase filtering of the rows ``buf[:, start:start + n]``, using ``buf`` as work space.
 
     Bit-for-bit the same arithmetic as ``_apply(sos, x.T, zero_phase=True).T``
     (``sosfiltfilt`` with odd extension of ``padlen`` samples), but on a
     lead-major layout: no transposing copies, no per-call ``sosfilt_zi``
-    solve, the odd extension written straight into one buffer that is then
-    filtered in place, and that buffer reused for the result. Peak extra
-    memory is two signal-sized buffers. Returns rows shaped like ``x``, each
-    row contiguous (the array itself is a view with a slightly longer row stride).
+    solve, the odd extension written around the signal in ``buf`` (which
+    needs ``_zero_phase_edge`` free columns on both sides), filtered there in
+    place, and the result stored back at ``buf[:, :n]`` (returned; rows are
+    contiguous). One extra signal-sized buffer is needed for the backward pass.
     """
-    rows, n = x.shape
-    edge = max(min(3 * (2 * len(sos) + 1), n - 1), 0)
-    if edge == 0:
-        return np.ascontiguousarray(_apply(sos, x.T, zero_phase=True).T)
     sos = np.ascontiguousarray(sos, dtype=np.float64)
-    ext = np.empty((rows, n + 2 * edge))
-    ext[:, edge:edge + n] = x
+    edge = _zero_phase_edge(len(sos), n)
+    if edge == 0:
+        out = buf[:, :n]
+        out[...] = _apply(sos, buf[:, start:start + n].T, zero_phase=True).T
+        return out
+    if start < edge or buf.shape[1] < start + n + edge or buf.strides[1] != buf.itemsize:
+        raise ValueError("buffer lacks room for the odd extension")
+    ext = buf[:, start - edge:start + n + edge]
+    x = ext[:, edge:edge + n]
     # odd extension, same expressions as scipy.signal._arraytools.odd_ext
     np.subtract(2 * x[:, :1], x[:, edge:0:-1], out=ext[:, :edge])
     np.subtract(2 * x[:, -1:], x[:, -2:-(edge + 2):-1], out=ext[:, edge + n:])
@@ -94,9 +107,18 @@ def _filtfilt_rows(sos: np.ndarray, x: np.ndarray) -> np.ndarray:
     y = _sosfilt_rows(sos, ext, zi * ext[:, :1])
     rev = np.ascontiguousarray(y[:, ::-1])
     rev = _sosfilt_rows(sos, rev, zi * rev[:, :1])
-    out = ext[:, :n]        # ext is no longer needed: reuse its memory for the result
+    out = buf[:, :n]        # the extension is no longer needed: its memory takes the result
     out[...] = rev[:, ::-1][:, edge:edge + n]
     return out
+
+
+def _filtfilt_rows(sos: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Zero-phase filtering of each row of ``x`` (rows, n); see :func:`_filtfilt_rows_inplace`."""
+    rows, n = x.shape
+    edge = _zero_phase_edge(len(sos), n)
+    buf = np.empty((rows, n + 2 * edge))
+    buf[:, edge:edge + n] = x
+    return _filtfilt_rows_inplace(sos, buf, edge, n)
 
 
 def bandpass_rows(x: np.ndarray, fs: float, low: float, high: float, order: int = 2) -> np.ndarray:
@@ -107,6 +129,17 @@ def bandpass_rows(x: np.ndarray, fs: float, low: float, high: float, order: int 
     """
     x = np.asarray(x, dtype=np.float64)
     return _filtfilt_rows(_butter(order, (low, high), "bandpass", float(fs)), x.reshape(-1, x.shape[-1]))
+
+
+def _bandpass_rows_inplace(buf: np.ndarray, start: int, n: int, fs: float, low: float, high: float,
+                           order: int = 2) -> np.ndarray:
+    """:func:`bandpass_rows` of ``buf[:, start:start + n]`` using ``buf`` as work space (see
+    :func:`_filtfilt_rows_inplace`; ``start`` and the columns after the signal must be at
+    least ``BANDPASS_MARGIN``). Returns ``buf[:, :n]``."""
+    return _filtfilt_rows_inplace(_butter(order, (low, high), "bandpass", float(fs)), buf, start, n)
+
+
+BANDPASS_MARGIN = 3 * (2 * 2 + 1)   # odd-extension room for order-2 band-pass (2 sections)
 
 
 def bandpass(x: np.ndarray, fs: float, low: float, high: float, order: int = 2,

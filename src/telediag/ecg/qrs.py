@@ -32,8 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage, signal
 
-from .filters import bandpass_rows
-from .quality import _assess_padded, _padded_lead_major
+from .filters import BANDPASS_MARGIN, _bandpass_rows_inplace, bandpass_rows
+from .quality import _assess_padded
 
 __all__ = ["QRSResult", "detect_qrs", "qrs_envelope"]
 
@@ -61,29 +61,33 @@ class QRSResult:
     reference_lead: int       # lead used for fiducial points
 
 
-def _moving_average_rows(x: np.ndarray, width: int, out: np.ndarray) -> np.ndarray:
-    """Centred moving average of each row of ``x`` (L, n) via cumulative sums (O(n), zero delay).
+_CHUNK = 1 << 16  # samples per chunk for chunked in-place passes (keeps temporaries cache-sized)
 
-    Written into ``out[:, :n]``. Edges average over the part of the window
-    inside the signal, scaled by the full width, which is what an integrator
-    of a zero-padded signal gives.
+
+def _moving_average_inplace(work: np.ndarray, n: int, width: int) -> None:
+    """Centred moving average (window ``[i - half, i + width - half)``) from running sums, in place.
+
+    On entry ``work[:, half + j]`` holds ``C[j]`` = [0, cumsum(x)][j] for j = 0..n
+    (``half = width // 2``); on exit ``work[:, i]`` holds the average at sample
+    i < n: ``(C[min(i + width - half, n)] - C[max(i - half, 0)]) / width``.
+    Edges average over the part of the window inside the signal, scaled by the
+    full width, which is what an integrator of a zero-padded signal gives.
+    The result at i is written where C[i - half] was, so a forward pass never
+    reads an overwritten value; edges are computed first.
     """
     width = max(int(width), 1)
-    n_leads, n = x.shape
-    c = np.empty((n_leads, n + 1))
-    c[:, 0] = 0.0
-    np.cumsum(x, axis=1, out=c[:, 1:])
     half = width // 2
     lo_end = min(half, n)
     hi_start = max(n - (width - half) + 1, lo_end)
-    # interior: window [i - half, i + width - half)
-    np.subtract(c[:, lo_end + width - half: hi_start + width - half], c[:, 0: hi_start - lo_end],
-                out=out[:, lo_end:hi_start])
     edge = np.r_[0:lo_end, hi_start:n]
+    edge_vals = (work[:, half + np.minimum(edge + width - half, n)] - work[:, half + np.maximum(edge - half, 0)]
+                 if edge.size else None)
+    for k in range(lo_end, hi_start, _CHUNK):
+        e = min(k + _CHUNK, hi_start)
+        np.subtract(work[:, k + width:e + width], work[:, k:e], out=work[:, k:e])
     if edge.size:
-        out[:, edge] = c[:, np.minimum(edge + width - half, n)] - c[:, np.maximum(edge - half, 0)]
-    np.divide(out[:, :n], width, out=out[:, :n])
-    return out
+        work[:, edge] = edge_vals
+    np.divide(work[:, :n], width, out=work[:, :n])
 
 
 def _block_view(n: int, block: int) -> tuple[int, int]:
@@ -112,45 +116,63 @@ def _lead_scale(bmax: np.ndarray, usable: np.ndarray) -> np.ndarray:
     return np.maximum(scale, 1e-12)
 
 
-def _envelope_rows(x: np.ndarray, fs: float, usable: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
-    """Fused envelope (n,) and QRS-band signals (L, n) from NaN-free lead-major signals ``x`` (L, n)."""
-    n_leads, n = x.shape
-    nb, pad = _block_view(n, block)
-    bp = bandpass_rows(x, fs, *BAND_HZ)
+def _envelope_rows(bp: np.ndarray, fs: float, usable: np.ndarray, block: int) -> np.ndarray:
+    """Fused envelope (n,) from the QRS-band signals ``bp`` (L, n), lead-major."""
+    n_leads, n = bp.shape
+    nb, _ = _block_view(n, block)
+    width = max(int(round(MWI_S * fs)), 1)
+    half = width // 2
+    # One work buffer: running sums of |slope| at [half, half + n], then the
+    # integrated envelope in place at [0, n), zero-padded to whole blocks.
+    work = np.empty((n_leads, max(half + n + 1, nb * block)))
     # |slope| (not slope^2): a linear envelope keeps small or wide beats
     # (aberrant, ectopic) within reach of the threshold.
-    # (the buffer has whole blocks so that it can serve as scratch for block sums below)
-    scratch = np.empty((n_leads, nb * block))
-    slope = scratch[:, :n]
+    slope = work[:, half + 1:half + 1 + n]
     np.subtract(bp[:, :1], bp[:, :1], out=slope[:, :1])
     np.subtract(bp[:, 1:], bp[:, :-1], out=slope[:, 1:])
     np.abs(slope, out=slope)
     np.multiply(slope, fs, out=slope)
-    # Envelope zero-padded to whole blocks (the padding is what the block statistics assume).
-    env = np.empty((n_leads, nb * block))
-    env[:, n:] = 0.0
-    _moving_average_rows(slope, int(round(MWI_S * fs)), env)
-    eb = env.reshape(n_leads, nb, block)
+    work[:, half] = 0.0
+    np.cumsum(slope, axis=1, out=slope)
+    _moving_average_inplace(work, n, width)
+    work[:, n:nb * block] = 0.0
+    eb = work[:, :nb * block].reshape(n_leads, nb, block)   # a view
     scale = _lead_scale(eb.max(axis=2).T, usable)
     # Lead weights per block: inverse of the lead's mean normalised energy in
     # the block, i.e. favour leads whose QRS stands out from what lies between
     # beats (noise, tall T waves). Weights of the usable leads sum to 1.
     # Block sums accumulate sample by sample (a cumulative sum), the order of
     # the reference (n, L) formulation, so the weights are bit-identical to it.
-    csum = scratch.reshape(n_leads, nb, block)
-    np.cumsum(eb, axis=2, out=csum)
-    busy = csum[:, :, -1].T / block / scale
+    step = max(_CHUNK // block, 1)
+    tmp = np.empty((n_leads, min(step, nb), block))
+    sums = np.empty((n_leads, nb))
+    for b0 in range(0, nb, step):
+        b1 = min(b0 + step, nb)
+        part = tmp[:, :b1 - b0]
+        np.cumsum(eb[:, b0:b1], axis=2, out=part)
+        sums[:, b0:b1] = part[:, :, -1]
+    busy = sums.T / block / scale
     busy = ndimage.uniform_filter1d(busy, 3, axis=0, mode="nearest")
     raw_w = np.where(usable, 1.0 / np.maximum(busy, BUSY_FLOOR) ** WEIGHT_POWER, 0.0)
     total = raw_w.sum(axis=1, keepdims=True)
     per_block = np.divide(raw_w, total, out=np.zeros_like(raw_w), where=total > 0) / scale
-    fused = np.multiply(eb[0], per_block[:, 0, None])
-    if n_leads > 1:
-        term = csum[0]   # scratch
-        for j in range(1, n_leads):
-            np.multiply(eb[j], per_block[:, j, None], out=term)
-            fused += term
-    return fused.reshape(-1)[:n], bp
+    if n_leads == 2:
+        # sum_j env_j * w_j over two leads is exactly p0 + p1, whatever the summation kernel
+        fused = np.multiply(eb[0], per_block[:, 0, None])
+        for b0 in range(0, nb, step):
+            b1 = min(b0 + step, nb)
+            term = np.multiply(eb[1, b0:b1], per_block[b0:b1, 1, None], out=tmp[0, :b1 - b0])
+            fused[b0:b1] += term
+        return fused.reshape(-1)[:n]
+    # Other lead counts: the reference einsum on (samples, leads) chunks, because
+    # its summation order over leads (SIMD partial sums) is the one to reproduce.
+    fused = np.empty(nb * block)
+    for b0 in range(0, nb, step):
+        b1 = min(b0 + step, nb)
+        chunk = np.ascontiguousarray(eb[:, b0:b1].reshape(n_leads, -1).T)
+        w = np.repeat(per_block[b0:b1], block, axis=0)
+        np.einsum("ij,ij->i", chunk, w, out=fused[b0 * block:b1 * block])
+    return fused[:n]
 
 
 def qrs_envelope(signals: np.ndarray, fs: float, usable: np.ndarray | None = None,
@@ -167,9 +189,8 @@ def qrs_envelope(signals: np.ndarray, fs: float, usable: np.ndarray | None = Non
     nb, _ = _block_view(n, block)
     if usable is None:
         usable = np.ones((nb, n_leads), bool)
-    xl = np.nan_to_num(np.ascontiguousarray(x.T))
-    fused, bp = _envelope_rows(xl, fs, usable, block)
-    return fused, bp.T
+    bp = bandpass_rows(np.nan_to_num(np.ascontiguousarray(x.T)), fs, *BAND_HZ)
+    return _envelope_rows(bp, fs, usable, block), bp.T
 
 
 def _candidate_slopes(cand: np.ndarray, ref_bp: np.ndarray, half: int) -> np.ndarray:
@@ -180,16 +201,23 @@ def _candidate_slopes(cand: np.ndarray, ref_bp: np.ndarray, half: int) -> np.nda
     n = ref_bp.shape[0]
     size = 2 * half + 1
     slope_env = np.empty(n)
-    slope_env[0] = abs(ref_bp[0] - ref_bp[0])
+    np.subtract(ref_bp[:1], ref_bp[:1], out=slope_env[:1])
     np.subtract(ref_bp[1:], ref_bp[:-1], out=slope_env[1:])
     np.abs(slope_env, out=slope_env)
     if n <= size:
         return ndimage.maximum_filter1d(slope_env, size)[cand]
     out = np.empty(cand.shape[0])
     inner = (cand >= half) & (cand < n - half)
-    windows = np.lib.stride_tricks.sliding_window_view(slope_env, size)
-    out[inner] = windows[cand[inner] - half].max(axis=1)
-    if not inner.all():
+    ci = cand[inner]
+    if ci.size:
+        # window maxima via reduceat on [start, stop) pairs (odd slots are discarded)
+        bounds = np.empty(2 * ci.size, dtype=np.intp)
+        bounds[0::2] = ci - half
+        bounds[1::2] = ci + half + 1
+        if bounds[-1] >= n:
+            bounds = bounds[:-1]
+        out[inner] = np.maximum.reduceat(slope_env, bounds)[0::2]
+    if ci.size < cand.size:
         c = cand[~inner]
         idx = c[:, None] + np.arange(-half, half + 1)[None, :]
         idx = np.where(idx < 0, -idx - 1, idx)             # 'reflect': d c b a | a b c d
@@ -223,72 +251,75 @@ def _decide(env: np.ndarray, ref_bp: np.ndarray, fs: float) -> np.ndarray:
     cand = cand_arr.tolist()
     h = h_arr.tolist()
     slope = _candidate_slopes(cand_arr, ref_bp, half).tolist()
-    # The state of the last accepted beat lives in locals (last_*); ``beats``
-    # only collects the output. Same arithmetic, in the same order, as the
+    # This loop is the only per-candidate Python code, so it is kept lean: the
+    # last accepted beat lives in locals (last_*), constants are local, the
+    # search-back gap (SEARCHBACK_RR * mean of the last 8 RR) is updated only
+    # when a beat is accepted. Same arithmetic, in the same order, as the
     # textbook formulation with per-beat lists.
+    thr1_k, thr2_k, sb_k = THR1, THR2, SEARCHBACK_RR
     beats: list[int] = []
     rr: list[int] = []
     rr_sum = 0
-    sb_gap = SEARCHBACK_RR * fs        # search-back gap: SEARCHBACK_RR * mean RR (fs before any RR)
+    sb_gap = sb_k * fs                 # mean RR defaults to 1 s before two beats exist
     last_b = last_i = -1
     last_h = last_s = 0.0
-    c1, c7, c8 = 0.125, 0.875, 0.75
-
     i, n = 0, len(cand)
+    while i < n:                       # until the first beat
+        hp = h[i]
+        i += 1
+        if hp > npk + thr1_k * (spk - npk):
+            last_b, last_h, last_s, last_i = cand[i - 1], hp, slope[i - 1], i - 1
+            beats.append(last_b)
+            spk = 0.125 * (hp if hp < 2 * spk else 2 * spk) + 0.875 * spk
+            break
+        npk = 0.125 * (spk if spk < hp else hp) + 0.875 * npk
     while i < n:
         hp = h[i]
-        thr1 = npk + THR1 * (spk - npk)
-        if last_i >= 0:
-            p = cand[i]
-            gap = p - last_b
-            if gap > sb_gap:
-                # Search-back: best non-T-wave candidate in the gap above a lower threshold
-                # (first highest candidate past the refractory period).
-                best = -1
-                lim = last_b + refractory
-                for k in range(last_i + 1, i):
-                    if cand[k] > lim and (best < 0 or h[k] > h[best]):
-                        best = k
-                if (best >= 0 and h[best] > THR2 * thr1
-                        and not (cand[best] - last_b < t_wave and slope[best] < 0.5 * last_s)):
-                    hb = h[best]
-                    interval = cand[best] - last_b
-                    rr.append(interval)
-                    rr_sum += interval
+        thr1 = npk + thr1_k * (spk - npk)
+        p = cand[i]
+        gap = p - last_b
+        if gap > sb_gap:
+            # Search-back: best non-T-wave candidate in the gap above a lower threshold
+            # (the first highest candidate past the refractory period).
+            best = -1
+            lim = last_b + refractory
+            for k in range(last_i + 1, i):
+                if cand[k] > lim and (best < 0 or h[k] > h[best]):
+                    best = k
+            if (best >= 0 and h[best] > thr2_k * thr1
+                    and not (cand[best] - last_b < t_wave and slope[best] < 0.5 * last_s)):
+                hb = h[best]
+                interval = cand[best] - last_b
+                rr.append(interval)
+                rr_sum += interval
+                if len(rr) > 8:
+                    rr_sum -= rr.pop(0)
+                sb_gap = sb_k * (rr_sum / len(rr))
+                last_b, last_h, last_s, last_i = cand[best], hb, slope[best], best
+                beats.append(last_b)
+                spk = 0.25 * (hb if hb < 2 * spk else 2 * spk) + 0.75 * spk
+                i = best + 1
+                continue
+        if hp > thr1:
+            if gap > refractory:
+                if gap < t_wave and slope[i] < 0.5 * last_s:
+                    npk = 0.125 * (spk if spk < hp else hp) + 0.875 * npk  # T wave
+                else:
+                    rr.append(gap)
+                    rr_sum += gap
                     if len(rr) > 8:
                         rr_sum -= rr.pop(0)
-                    sb_gap = SEARCHBACK_RR * (rr_sum / len(rr))
-                    last_b, last_h, last_s, last_i = cand[best], hb, slope[best], best
-                    beats.append(last_b)
-                    spk = 0.25 * (hb if hb < 2 * spk else 2 * spk) + c8 * spk
-                    i = best + 1
-                    continue
-            if hp > thr1:
-                if gap > refractory:
-                    if gap < t_wave and slope[i] < 0.5 * last_s:
-                        npk = c1 * (spk if spk < hp else hp) + c7 * npk  # T wave
-                    else:
-                        rr.append(gap)
-                        rr_sum += gap
-                        if len(rr) > 8:
-                            rr_sum -= rr.pop(0)
-                        sb_gap = SEARCHBACK_RR * (rr_sum / len(rr))
-                        last_b, last_h, last_s, last_i = p, hp, slope[i], i
-                        beats.append(p)
-                        spk = c1 * (hp if hp < 2 * spk else 2 * spk) + c7 * spk
-                elif hp > last_h:
-                    # Larger peak inside the refractory period: the earlier one was
-                    # the wrong peak (P wave, onset of a wide QRS); replace it.
-                    beats[-1] = last_b = p
-                    last_h, last_s, last_i = hp, slope[i], i
-            else:
-                npk = c1 * (spk if spk < hp else hp) + c7 * npk
-        elif hp > thr1:
-            last_b, last_h, last_s, last_i = cand[i], hp, slope[i], i
-            beats.append(last_b)
-            spk = c1 * (hp if hp < 2 * spk else 2 * spk) + c7 * spk
+                    sb_gap = sb_k * (rr_sum / len(rr))
+                    last_b, last_h, last_s, last_i = p, hp, slope[i], i
+                    beats.append(p)
+                    spk = 0.125 * (hp if hp < 2 * spk else 2 * spk) + 0.875 * spk
+            elif hp > last_h:
+                # Larger peak inside the refractory period: the earlier one was
+                # the wrong peak (P wave, onset of a wide QRS); replace it.
+                beats[-1] = last_b = p
+                last_h, last_s, last_i = hp, slope[i], i
         else:
-            npk = c1 * (spk if spk < hp else hp) + c7 * npk
+            npk = 0.125 * (spk if spk < hp else hp) + 0.875 * npk
         i += 1
     return np.asarray(beats, dtype=np.int64)
 
@@ -343,19 +374,27 @@ def detect_qrs(signals: np.ndarray, fs: float, usable: np.ndarray | None = None,
     x = x.reshape(len(x), -1)
     n, n_leads = x.shape
     block = max(int(round(block_s * fs)), 1)
+    # One lead-major buffer serves signal quality (the signal padded to whole
+    # blocks) and the band-pass (odd extension around the signal, filtered in
+    # place, result written back at its start): no other input copies.
+    qblock = max(block, 4)
+    nbq = -(-n // qblock)
+    m = BANDPASS_MARGIN
+    buf = np.empty((n_leads, m + max(nbq * qblock, n + m)))
+    xq = buf[:, m:m + nbq * qblock]
+    xq[:, :n] = x.T
     if usable is None:
-        # One lead-major copy serves signal quality and detection (quality zeroes NaN in it).
-        qblock = max(block, 4)
-        xp = _padded_lead_major(x, qblock)
-        usable = _assess_padded(xp, n, fs, qblock, block_s).usable
-        xl = xp[:, :n]
-        if not np.isfinite(np.add.reduce(xl, axis=None)):
-            xl = np.nan_to_num(xl)                  # +-inf (NaN is already 0)
+        if nbq * qblock > n:
+            xq[:, n:] = xq[:, n - 1:n]
+        usable = _assess_padded(xq, n, fs, qblock, block_s).usable   # zeroes NaN in xq
+        if not np.isfinite(np.add.reduce(xq[:, :n], axis=None)):
+            np.nan_to_num(xq[:, :n], copy=False)                    # +-inf (NaN is already 0)
     else:
-        xl = np.nan_to_num(np.ascontiguousarray(x.T))
-    env, bp = _envelope_rows(xl, fs, usable, block)
+        np.nan_to_num(xq[:, :n], copy=False)
+    bp = _bandpass_rows_inplace(buf, m, n, fs, *BAND_HZ)
+    env = _envelope_rows(bp, fs, usable, block)
     ref = _reference_lead(bp, usable)
-    ref_bp = np.ascontiguousarray(bp[ref])
+    ref_bp = bp[ref]
     peaks = _decide(env, ref_bp, fs)
     fid = _fiducials(peaks, ref_bp, fs)
     return QRSResult(samples=fid, envelope=env, bandpassed=bp.T, reference_lead=ref)

@@ -91,6 +91,48 @@ def _padded_lead_major(x: np.ndarray, block: int) -> np.ndarray:
     return out
 
 
+_CHUNK = 1 << 16  # samples per chunk for chunked in-place passes (keeps temporaries cache-sized)
+
+
+def _smoothed_slope_stats(xt: np.ndarray, period: int, nb: int, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-block max and mean of |diff| of the one-mains-period moving average of ``xt`` (L, n).
+
+    The moving average is ``(c[i] - c[i - period]) / period`` on the running sum
+    ``c`` (its first ``period`` samples copy sample ``period``), blocks are padded
+    by edge repetition and |diff| is taken within each block. Computed in one
+    signal-sized buffer (running sum, then the average in place) and in chunks
+    of blocks, with results identical to the whole-array formulation.
+    """
+    n_leads, n = xt.shape
+    buf = np.empty((n_leads, max(period + n, nb * block)))
+    np.cumsum(xt, axis=1, out=buf[:, period:period + n])   # c[i] at buf[:, period + i]
+    if n > period:
+        # smooth[i] = (c[i] - c[i - period]) / period, written to buf[:, i] (which holds
+        # c[i - period]); going forward in chunks never reads a value already overwritten.
+        for k in range(period, n, _CHUNK):
+            e = min(k + _CHUNK, n)
+            np.subtract(buf[:, k + period:e + period], buf[:, k:e], out=buf[:, k:e])
+        np.divide(buf[:, period:n], period, out=buf[:, period:n])
+        buf[:, :period] = buf[:, period:period + 1]
+    else:
+        buf[:, :n] = xt
+    smooth = buf[:, :nb * block]
+    if nb * block > n:
+        smooth[:, n:] = smooth[:, n - 1:n]
+    sb = smooth.reshape(n_leads, nb, block)
+    slope_max = np.empty((n_leads, nb))
+    slope_mean = np.empty((n_leads, nb))
+    step = max(_CHUNK // block, 1)
+    for b0 in range(0, nb, step):
+        b1 = min(b0 + step, nb)
+        part = sb[:, b0:b1]
+        slope = np.subtract(part[:, :, 1:], part[:, :, :-1])
+        np.abs(slope, out=slope)
+        slope.max(axis=2, out=slope_max[:, b0:b1])
+        slope.mean(axis=2, out=slope_mean[:, b0:b1])
+    return slope_max, slope_mean
+
+
 def assess_quality(signals: np.ndarray, fs: float, block_s: float = BLOCK_S) -> QualityResult:
     """Flag each ``block_s`` block of each lead (signals in mV, shape (n,) or (n, L))."""
     x = np.asarray(signals, dtype=np.float64)
@@ -103,10 +145,10 @@ def _assess_padded(xp: np.ndarray, n: int, fs: float, block: int, block_s: float
     """:func:`assess_quality` on the output of :func:`_padded_lead_major` (``n`` real samples).
 
     Sets NaN samples of ``xp`` to 0 in place (so ``xp[:, :n]`` is then NaN-free).
+    ``xp`` may be a column slice of a wider buffer (rows contiguous).
     """
     n_leads = xp.shape[0]
     nb = xp.shape[1] // block
-    xb = xp.reshape(n_leads, nb, block)
     # A NaN anywhere makes the sum NaN; a NaN-free sum proves there is none (cheap test).
     has_missing = bool(np.isnan(np.add.reduce(xp, axis=None)))
     if has_missing:
@@ -118,6 +160,7 @@ def _assess_padded(xp: np.ndarray, n: int, fs: float, block: int, block_s: float
     else:
         missing = np.zeros((n_leads, nb), bool)
     xt = xp[:, :n]
+    xb = xp.reshape(n_leads, nb, block)  # a view (rows of xp are contiguous)
 
     hi = xb.max(axis=2)
     lo = xb.min(axis=2)
@@ -143,19 +186,9 @@ def _assess_padded(xp: np.ndarray, n: int, fs: float, block: int, block_s: float
     # nulls 50 Hz and all its harmonics, so removable mains hum is not counted
     # as noise; EMG and motion artefact are.
     period = max(int(round(fs / MAINS_HZ)), 1)
-    c = np.cumsum(xt, axis=1)
-    smooth = np.empty_like(xp)
-    sm = smooth[:, :n]
-    np.subtract(c[:, period:], c[:, :-period], out=sm[:, period:])
-    np.divide(sm[:, period:], period, out=sm[:, period:])
-    sm[:, :period] = sm[:, period:period + 1] if n > period else xt[:, :period]
-    if nb * block > n:
-        smooth[:, n:] = smooth[:, n - 1:n]
-    sb = smooth.reshape(n_leads, nb, block)
-    slope = np.subtract(sb[:, :, 1:], sb[:, :, :-1])
-    np.abs(slope, out=slope)
-    typical_qrs = np.median(slope.max(axis=2), axis=1, keepdims=True)     # (L, 1)
-    noisy = slope.mean(axis=2) > NOISE_RATIO * np.maximum(typical_qrs, 1e-9)
+    slope_max, slope_mean = _smoothed_slope_stats(xt, period, nb, block)
+    typical_qrs = np.median(slope_max, axis=1, keepdims=True)             # (L, 1)
+    noisy = slope_mean > NOISE_RATIO * np.maximum(typical_qrs, 1e-9)
 
     # Baseline jumps: a step between consecutive 0.4-s medians (robust to the
     # QRS, blind to smooth respiratory wander), or an excursion no ECG has.
