@@ -11,7 +11,7 @@ from typing import Iterator
 import dramatiq
 import pytest
 
-from telediag.bench_ingest import find_dcmtk
+from telediag.dcmtk import find_dcmtk
 from telediag.config import Settings
 from telediag.dicom_scp import StorageSCP
 from telediag.system import System

@@ -44,6 +44,10 @@ from urllib.parse import quote
 
 import pytest
 
+from telediag.dcmtk import find_dcmtk
+from telediag.db import Database
+from telediag.network import add_device, add_site
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 SAMPLE_DATA = ROOT / "sample_data"
@@ -150,6 +154,34 @@ def postgres_url(pg_server: PostgresServer, request: pytest.FixtureRequest) -> I
         yield url
     finally:
         pg_server.drop_database(url)
+
+
+PG_DEVICE_AE = "CARTPG"
+
+
+class ListPublisher:
+    """Collects the job ids ingest hands over after commit (for tests where the broker is not under test)."""
+
+    def __init__(self) -> None:
+        self.published: list[int] = []
+
+    def publish(self, job_ids) -> None:
+        self.published.extend(job_ids)
+
+
+@pytest.fixture(scope="module")
+def pg_db(postgres_url: str) -> Iterator[Database]:
+    """A migrated PostgreSQL database with a township and one device (AE ``PG_DEVICE_AE``)."""
+    db = Database(postgres_url)
+    db.migrate()
+    add_site(db, "Prefecture", "prefecture")
+    add_site(db, "County", "county", "Prefecture")
+    add_site(db, "Township", "township", "County")
+    add_device(db, "cart-pg", "Township", PG_DEVICE_AE)
+    try:
+        yield db
+    finally:
+        db.dispose()
 
 
 @pytest.fixture
@@ -606,23 +638,6 @@ def procs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ProcessGro
 
 
 # -- storescu --------------------------------------------------------------------------------
-
-
-def find_dcmtk(tool: str) -> str | None:
-    """The dcmtk ``tool`` on PATH. pynetdicom installs Python apps of the same names (``storescu``,
-    ``echoscu``) into the interpreter's bin folder, which often comes first on PATH: skip those."""
-    for folder in os.environ.get("PATH", "").split(os.pathsep):
-        candidate = Path(folder or ".") / tool
-        if not (candidate.is_file() and os.access(candidate, os.X_OK)):
-            continue
-        try:
-            out = subprocess.run([str(candidate), "--version"], capture_output=True, text=True, timeout=10,
-                                 stdin=subprocess.DEVNULL)
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        if "dcmtk" in (out.stdout + out.stderr).lower():
-            return str(candidate)
-    return None
 
 
 def storescu(port: int, calling_ae: str, files: Sequence[Path], called_ae: str = "TELEDIAG",

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from pathlib import Path
 from typing import Iterator
 
 import httpx
-import numpy as np
 import pytest
 import uvicorn
 import wfdb

@@ -8,37 +8,15 @@ import threading
 import pytest
 from sqlalchemy import func, inspect as sa_inspect, select
 
-from services import SAMPLE_DATA, SHARED_DATA, S3Server, sha256_bytes
+from services import PG_DEVICE_AE, ListPublisher, SAMPLE_DATA, SHARED_DATA, S3Server, sha256_bytes
 from telediag.db import Database
 from telediag.ingest import IngestService
 from telediag.models import Case, Job, JobState, QuarantinedObject, StoredObject
-from telediag.network import add_device, add_site, device_by_ae_title
+from telediag.network import device_by_ae_title
 from telediag.objectstore import open_store
 
 pytest_plugins = ["services"]
 pytestmark = pytest.mark.services
-
-
-class ListPublisher:
-    def __init__(self) -> None:
-        self.published: list[int] = []
-
-    def publish(self, job_ids) -> None:
-        self.published.extend(job_ids)
-
-
-@pytest.fixture(scope="module")
-def pg_db(postgres_url: str):
-    db = Database(postgres_url)
-    db.migrate()
-    add_site(db, "Prefecture", "prefecture")
-    add_site(db, "County", "county", "Prefecture")
-    add_site(db, "Township", "township", "County")
-    add_device(db, "cart-pg", "Township", "CARTPG")
-    try:
-        yield db
-    finally:
-        db.dispose()
 
 
 @pytest.fixture
@@ -54,7 +32,7 @@ def test_migrations_create_the_schema_and_are_idempotent(pg_db: Database) -> Non
 
 
 def test_wfdb_record_is_recorded_and_a_reupload_is_a_duplicate(pg_db: Database, ingest: IngestService) -> None:
-    device = device_by_ae_title(pg_db, "CARTPG")
+    device = device_by_ae_title(pg_db, PG_DEVICE_AE)
     files = {p.name: p.read_bytes() for p in sorted((SAMPLE_DATA / "wfdb").glob("mitdb101_600s.*"))}
     outcome = ingest.ingest_wfdb(device, files, patient_id="P-PG-1")
     assert outcome.status == "stored" and outcome.job_id in ingest.publisher.published
@@ -70,7 +48,7 @@ def test_wfdb_record_is_recorded_and_a_reupload_is_a_duplicate(pg_db: Database, 
 
 
 def test_dicom_resend_and_conflict_on_postgres(pg_db: Database, ingest: IngestService) -> None:
-    device = device_by_ae_title(pg_db, "CARTPG")
+    device = device_by_ae_title(pg_db, PG_DEVICE_AE)
     src = SHARED_DATA / "dicom" / "waveform_ecg.dcm"
     if not src.is_file():
         src = SAMPLE_DATA / "dicom" / "waveform_ecg.dcm"
@@ -92,7 +70,7 @@ def test_dicom_resend_and_conflict_on_postgres(pg_db: Database, ingest: IngestSe
 def test_concurrent_sends_of_one_instance_store_it_once(pg_db: Database, ingest: IngestService) -> None:
     """Several associations deliver the same object at the same moment: one row, one job, and
     every sender is told success (stored or duplicate)."""
-    device = device_by_ae_title(pg_db, "CARTPG")
+    device = device_by_ae_title(pg_db, PG_DEVICE_AE)
     src = SHARED_DATA / "dicom" / "test_ecg.dcm"
     if not src.is_file():
         src = SAMPLE_DATA / "dicom" / "test_ecg.dcm"

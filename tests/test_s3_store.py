@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, text
 
-from services import SAMPLE_DATA, SHARED_DATA, BackgroundCall, S3Server, free_port, sha256_bytes, start_seaweed
+from services import PG_DEVICE_AE, ListPublisher, SAMPLE_DATA, SHARED_DATA, BackgroundCall, S3Server, free_port, sha256_bytes, start_seaweed
 from telediag.db import Database
 from telediag.dicom_objects import inspect
 from telediag.ingest import IngestService, StorageUnavailable, dicom_key
 from telediag.models import Case, Job, Patient, QuarantinedObject, StoredObject
-from telediag.network import add_device, add_site, device_by_ae_title
+from telediag.network import device_by_ae_title
 from telediag.objectstore import IntegrityError, ObjectStoreError, S3Store, open_store
 
 pytest_plugins = ["services"]
@@ -164,30 +164,6 @@ def test_wrong_credentials_are_an_object_store_error(seaweed: S3Server, s3_bucke
 # -- IngestService over S3 + PostgreSQL ------------------------------------------------------------
 
 
-class ListPublisher:
-    """Collects the job ids ingest hands over after commit (the broker is not under test here)."""
-
-    def __init__(self) -> None:
-        self.published: list[int] = []
-
-    def publish(self, job_ids) -> None:
-        self.published.extend(job_ids)
-
-
-@pytest.fixture(scope="module")
-def pg_db(postgres_url: str):
-    db = Database(postgres_url)
-    db.migrate()
-    add_site(db, "Prefecture", "prefecture")
-    add_site(db, "County", "county", "Prefecture")
-    add_site(db, "Township", "township", "County")
-    add_device(db, "cart-s3", "Township", "CARTS3")
-    try:
-        yield db
-    finally:
-        db.dispose()
-
-
 def _counts(db: Database) -> dict[str, int]:
     with db.uow() as uow:
         return {m.__tablename__: uow.session.scalar(select(func.count()).select_from(m))
@@ -205,7 +181,7 @@ def test_ingest_during_s3_outage_raises_storage_unavailable_and_records_nothing(
         store = open_store(server.url("outage"))
         publisher = ListPublisher()
         ingest = IngestService(pg_db, store, publisher)
-        device = device_by_ae_title(pg_db, "CARTS3")
+        device = device_by_ae_title(pg_db, PG_DEVICE_AE)
         first = (DICOM / "waveform_ecg.dcm").read_bytes()
         stored = ingest.ingest_dicom(device, first)
         assert stored.status == "stored" and stored.job_id in publisher.published
@@ -238,7 +214,7 @@ def test_database_refusing_the_row_discards_the_stored_object(pg_db: Database, s
     says StorageUnavailable, leaves no row, and removes the bytes it had put in S3."""
     store = open_store(seaweed.url(s3_bucket))
     ingest = IngestService(pg_db, store, ListPublisher())
-    device = device_by_ae_title(pg_db, "CARTS3")
+    device = device_by_ae_title(pg_db, PG_DEVICE_AE)
     data = (DICOM / "test_ecg.dcm").read_bytes()
     info = inspect(data)
     key = dicom_key(device.site_id, info, sha256_bytes(data))

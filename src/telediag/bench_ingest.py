@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import shutil
 import subprocess
 import sys
@@ -38,6 +37,8 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+from telediag.dcmtk import find_dcmtk
 
 log = logging.getLogger(__name__)
 
@@ -245,23 +246,6 @@ class Row:
     @property
     def mb_s(self) -> float:
         return self.total_bytes / self.wall_s / 1e6 if self.wall_s else 0.0
-
-
-def find_dcmtk(tool: str) -> str | None:
-    """The dcmtk build of ``tool`` on PATH (pynetdicom installs same-named Python apps)."""
-    for d in os.environ.get("PATH", "").split(os.pathsep):
-        cand = Path(d) / tool
-        if cand.is_file() and os.access(cand, os.X_OK):
-            try:
-                with open(cand, "rb") as fh:
-                    if fh.read(2) == b"#!":  # a script: pynetdicom's app or a pyenv shim, not dcmtk
-                        continue
-                out = subprocess.run([str(cand), "--version"], capture_output=True, text=True, timeout=10)
-            except (OSError, subprocess.SubprocessError):
-                continue
-            if "dcmtk" in (out.stdout + out.stderr).lower():
-                return str(cand)
-    return None
 
 
 def send_all(storescu: str, port: int, called_ae: str, src_dir: Path, timeout_s: float) -> tuple[float, int, str]:
