@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -248,13 +249,27 @@ class Row:
         return self.total_bytes / self.wall_s / 1e6 if self.wall_s else 0.0
 
 
-def send_all(storescu: str, port: int, called_ae: str, src_dir: Path, timeout_s: float) -> tuple[float, int, str]:
-    """One storescu association with every file in ``src_dir``; return (wall s, exit code, tail of output)."""
-    cmd = [storescu, "-aet", BENCH_AE, "-aec", called_ae, "127.0.0.1", str(port), "+sd", str(src_dir)]
+def send_all(storescu: str, port: int, called_ae: str, src_dirs: list[Path],
+             timeout_s: float) -> tuple[float, int, str]:
+    """One storescu association per folder, all at once; return (wall s, worst exit code, output tail)."""
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+    procs = [subprocess.Popen([storescu, "-aet", BENCH_AE, "-aec", called_ae, "127.0.0.1", str(port), "+sd", str(d)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for d in src_dirs]
+    outs = [p.communicate(timeout=timeout_s)[0] for p in procs]
     wall = time.perf_counter() - t0
-    return wall, proc.returncode, (proc.stdout + proc.stderr)[-600:]
+    return wall, max(p.returncode for p in procs), "".join(outs)[-600:]
+
+
+def split_folders(paths: list[Path], work: Path, k: int) -> list[Path]:
+    """``k`` folders holding the files round-robin (hard links), one per sending association."""
+    if k == 1:
+        return [paths[0].parent]
+    folders = [work / f"assoc{i}" for i in range(k)]
+    for folder in folders:
+        folder.mkdir()
+    for i, path in enumerate(paths):
+        os.link(path, folders[i % k] / path.name)
+    return folders
 
 
 def _count_stored(system) -> int:
@@ -266,7 +281,7 @@ def _count_stored(system) -> int:
         return int(uow.session.scalar(select(func.count()).select_from(StoredObject)))
 
 
-def run_telediag(work: Path, src: Path, storescu: str, n: int, total: int, with_worker: bool,
+def run_telediag(work: Path, src: list[Path], storescu: str, n: int, total: int, with_worker: bool,
                  timeout_s: float) -> Row:
     from telediag.config import Settings
     from telediag.dicom_scp import StorageSCP
@@ -297,7 +312,7 @@ def run_telediag(work: Path, src: Path, storescu: str, n: int, total: int, with_
     return Row(name, n, stored, wall, total, note)
 
 
-def run_bare(work: Path, src: Path, storescu: str, n: int, total: int, tuned: bool, timeout_s: float) -> Row:
+def run_bare(work: Path, src: list[Path], storescu: str, n: int, total: int, tuned: bool, timeout_s: float) -> Row:
     out_dir = work / ("bare-tuned" if tuned else "bare-naive")
     scp = BareSCP(out_dir, tuned=tuned)
     scp.start()
@@ -328,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="leave out one of the servers (repeatable)")
     parser.add_argument("--timeout", type=float, default=600.0, help="limit per storescu run, seconds")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--associations", type=int, default=1,
+                        help="concurrent storescu associations (several carts at once); the issue's figure is 1")
     args = parser.parse_args(argv)
 
     storescu = find_dcmtk("storescu")
@@ -339,13 +356,15 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         paths, source = generate_objects(work / "objects", args.n)
         total = sum(p.stat().st_size for p in paths)
+        src = split_folders(paths, work, args.associations)
         print(f"generated {len(paths)} 12-lead ECG objects ({total / len(paths) / 1000:.1f} KB each, "
-              f"signal: {source}) in {time.perf_counter() - t0:.1f} s; sender: {storescu}, one association")
+              f"signal: {source}) in {time.perf_counter() - t0:.1f} s; sender: {storescu}, "
+              f"{args.associations} association(s) at once")
         runs: list[tuple[str, Callable[[], Row]]] = [
-            ("naive", lambda: run_bare(work, work / "objects", storescu, len(paths), total, False, args.timeout)),
-            ("tuned", lambda: run_bare(work, work / "objects", storescu, len(paths), total, True, args.timeout)),
-            ("telediag", lambda: run_telediag(work, work / "objects", storescu, len(paths), total,
-                                              args.with_worker, args.timeout)),
+            ("naive", lambda: run_bare(work, src, storescu, len(paths), total, False, args.timeout)),
+            ("tuned", lambda: run_bare(work, src, storescu, len(paths), total, True, args.timeout)),
+            ("telediag", lambda: run_telediag(work, src, storescu, len(paths), total, args.with_worker,
+                                              args.timeout)),
         ]
         rows: dict[str, Row] = {}
         for key, run in runs:

@@ -182,6 +182,83 @@ def _cart_values(ds: object) -> dict[str, float]:
     return out
 
 
+NK2_LEAD = "II"
+
+
+def _nk2_measurements(rec: object) -> tuple[dict[str, float | None], str, str]:
+    """Global 12-lead measurements from neurokit2's DWT delineation of one lead.
+
+    Per beat: PR = P onset -> QRS onset, QRS = QRS onset -> offset (nk2's
+    ``ECG_R_Onsets``/``ECG_R_Offsets``), QT = QRS onset -> T offset; medians over
+    the beats where both ends were found, RR = median R-R of nk2's R peaks; QTc from
+    the medians. Axis from the median net QRS amplitude (max + min, baseline taken in
+    the PR segment) of I and aVF within +-60 ms of nk2's R peaks. Returns the values,
+    the lead used and a one-line note (beat counts, inconsistencies).
+    """
+    import neurokit2 as nk
+
+    leads = [str(n) for n in rec.leads]
+    upper = [n.upper() for n in leads]
+    j = upper.index(NK2_LEAD.upper()) if NK2_LEAD.upper() in upper else 0
+    fs = int(round(rec.fs))
+    ms = 1000.0 / rec.fs
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clean = nk.ecg_clean(rec.signals[:, j], sampling_rate=fs)
+        _, info = nk.ecg_peaks(clean, sampling_rate=fs)
+        rpeaks = np.asarray(info["ECG_R_Peaks"], dtype=np.int64)
+        if rpeaks.size < 2:
+            raise ValueError(f"only {rpeaks.size} R peak(s) found in lead {leads[j]}")
+        _, waves = nk.ecg_delineate(clean, rpeaks, sampling_rate=fs, method="dwt")
+
+    def pts(key: str) -> np.ndarray:
+        v = np.asarray(waves.get(key, [np.nan] * rpeaks.size), dtype=np.float64)
+        if v.size != rpeaks.size:
+            raise ValueError(f"{key} has {v.size} entries for {rpeaks.size} R peaks")
+        return v
+
+    p_on, p_off = pts("ECG_P_Onsets"), pts("ECG_P_Offsets")
+    q_on, q_off, t_off = pts("ECG_R_Onsets"), pts("ECG_R_Offsets"), pts("ECG_T_Offsets")
+
+    def med(a: np.ndarray, b: np.ndarray) -> tuple[float | None, int]:
+        d = (b - a) * ms
+        d = d[np.isfinite(d) & (d > 0)]
+        return (float(np.median(d)) if d.size else None), int(d.size)
+
+    pr, n_pr = med(p_on, q_on)
+    qrs, n_qrs = med(q_on, q_off)
+    qt, n_qt = med(q_on, t_off)
+    rr_s = float(np.median(np.diff(rpeaks))) / rec.fs
+    out: dict[str, float | None] = {
+        "rr_ms": rr_s * 1000.0, "pr_ms": pr, "qrs_ms": qrs, "qt_ms": qt,
+        "qtc_bazett_ms": qt / np.sqrt(rr_s) if qt else None,
+        "qtc_fridericia_ms": qt / rr_s ** (1.0 / 3.0) if qt else None,
+        "qrs_axis_deg": None,
+    }
+    if "I" in upper and "AVF" in upper:
+        half, b0, b1 = int(0.06 * rec.fs), int(0.10 * rec.fs), int(0.06 * rec.fs)
+        keep = rpeaks[(rpeaks - b0 >= 0) & (rpeaks + half < rec.signals.shape[0])]
+        if keep.size:
+            net = []
+            for name in ("I", "AVF"):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    x = nk.ecg_clean(rec.signals[:, upper.index(name)], sampling_rate=fs)
+                per_beat = []
+                for r in keep:
+                    y = x[r - half:r + half + 1] - np.median(x[r - b0:r - b1])
+                    per_beat.append(y.max() + y.min())
+                net.append(float(np.median(per_beat)))
+            out["qrs_axis_deg"] = float(np.degrees(np.arctan2(net[1], net[0])))
+    n = rpeaks.size
+    overlap = int(np.sum(np.isfinite(p_off) & np.isfinite(q_on) & (q_on < p_off)))
+    note = f"nk2 lead {leads[j]}: {n} R peaks; beats used PR {n_pr}/{n}, QRS {n_qrs}/{n}, QT {n_qt}/{n}"
+    if overlap:
+        note += f"; QRS onset before P offset in {overlap}/{n} beats"
+    rounded = {k: (round(float(v), 1) if v is not None else None) for k, v in out.items()}
+    return rounded, leads[j], note
+
+
 def _print_twelve_lead(dicom_dir: Path) -> None:
     import pydicom
 
@@ -199,22 +276,37 @@ def _print_twelve_lead(dicom_dir: Path) -> None:
             continue
         if "WaveformSequence" not in ds:
             continue
-        result = analyze(read_dicom_waveform(ds))
+        rec = read_dicom_waveform(ds)
+        result = analyze(rec)
         ours = result["measurements"] or {}
         cart = _cart_values(ds)
+        try:
+            nk2, nk2_lead, nk2_note = _nk2_measurements(rec)
+        except Exception as exc:  # report, never abort the benchmark
+            nk2, nk2_lead = {}, NK2_LEAD
+            nk2_note = f"neurokit2 failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         if not shown:
-            print("\n== 12-lead measurements: ours vs the cart's own (DICOM WaveformAnnotationSequence) ==")
+            print("\n== 12-lead measurements: ours vs the cart's own (DICOM WaveformAnnotationSequence) "
+                  "and neurokit2's delineation ==")
             shown = True
+        nk2_head = f"neurokit2 (dwt, lead {nk2_lead})"
         print(f"{path.name}:")
-        print(f"  {'':<18} {'ours':>8} {'cart':>8}")
+        print(f"  {'':<18} {'ours':>8} {'cart':>8} {nk2_head:>24}")
         rows = [("rr_ms", "rr_ms"), ("pr_ms", "pr_ms"), ("qrs_ms", "qrs_ms"), ("qt_ms", "qt_ms"),
                 ("qtc_bazett_ms", "qtc_ms"), ("qtc_fridericia_ms", None), ("qrs_axis_deg", "qrs_axis_deg")]
         for ours_key, cart_key in rows:
             o = ours.get(ours_key)
             c = cart.get(cart_key) if cart_key else None
-            print(f"  {ours_key:<18} {o if o is not None else 'n/a':>8} {c if c is not None else 'n/a':>8}")
+            k = nk2.get(ours_key)
+            print(f"  {ours_key:<18} {o if o is not None else 'n/a':>8} {c if c is not None else 'n/a':>8} "
+                  f"{k if k is not None else 'n/a':>24}")
         if not cart:
             print("  (no cart measurements in this object)")
+        print(f"  ({nk2_note})")
+    if shown:
+        print("\ncart qtc_ms is listed against Bazett; the cart does not say which correction it uses. "
+              "neurokit2: medians of per-beat intervals (QRS onset/offset = ECG_R_Onsets/ECG_R_Offsets); "
+              "its axis = net QRS amplitude in I and aVF within +-60 ms of its R peaks.")
 
 
 def main(argv: list[str] | None = None) -> int:
