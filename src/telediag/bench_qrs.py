@@ -304,9 +304,9 @@ def _print_twelve_lead(dicom_dir: Path) -> None:
             print("  (no cart measurements in this object)")
         print(f"  ({nk2_note})")
     if shown:
-        print("\ncart qtc_ms is listed against Bazett; the cart does not say which correction it uses. "
-              "neurokit2: medians of per-beat intervals (QRS onset/offset = ECG_R_Onsets/ECG_R_Offsets); "
-              "its axis = net QRS amplitude in I and aVF within +-60 ms of its R peaks.")
+        print("\nneurokit2 column: nk.ecg_clean + ecg_peaks + ecg_delineate(method='dwt') on one lead; "
+              "medians of per-beat intervals (QRS onset/offset = ECG_R_Onsets/ECG_R_Offsets); its axis = "
+              "net QRS amplitude in I and aVF within +-60 ms of its R peaks.")
 
 
 def main(argv: list[str] | None = None) -> int:
