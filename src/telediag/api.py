@@ -175,15 +175,17 @@ def create_app(system: System) -> FastAPI:
     @app.get("/api/v1/cases/{case_id}")
     def case_status(case_id: int, identity: Annotated[DeviceIdentity, Depends(device)]) -> dict[str, Any]:
         """Status of a case sent by the caller's own site, with each object's analysis state."""
-        with system.db.uow() as uow:
+        with system.db.uow(snapshot=True) as uow:
             s = uow.session
             case = s.get(Case, case_id)
             if case is None or case.site_id != identity.site_id:
                 raise HTTPException(404, f"no case {case_id} for this site")
             objects = []
-            for obj in s.scalars(select(StoredObject).where(StoredObject.case_id == case.id).order_by(StoredObject.id)):
-                job = s.scalar(select(Job).where(Job.object_id == obj.id))
-                result = s.scalar(select(AnalysisResult).where(AnalysisResult.object_id == obj.id))
+            rows = s.execute(select(StoredObject, Job, AnalysisResult)
+                             .outerjoin(Job, Job.object_id == StoredObject.id)
+                             .outerjoin(AnalysisResult, AnalysisResult.object_id == StoredObject.id)
+                             .where(StoredObject.case_id == case.id).order_by(StoredObject.id))
+            for obj, job, result in rows:
                 objects.append({
                     "object_id": obj.id, "key": obj.key, "size": obj.size, "sha256": obj.sha256,
                     "media_type": obj.media_type, "sop_class_uid": obj.sop_class_uid, "modality": obj.modality,

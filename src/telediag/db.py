@@ -56,12 +56,18 @@ class UnitOfWork:
     rows read inside stay usable afterwards (detached, read-only snapshots).
     """
 
-    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+    def __init__(self, session_factory: sessionmaker[Session], snapshot: bool = False) -> None:
         self._factory = session_factory
+        self._snapshot = snapshot
         self.session: Session
 
     def __enter__(self) -> Self:
         self.session = self._factory()
+        if self._snapshot and self.session.get_bind().dialect.name == "postgresql":
+            # All reads of this unit see one snapshot, so a status page never pairs a job
+            # the worker finished with a case it has not yet marked (PostgreSQL defaults to a
+            # fresh snapshot per statement; SQLite has one writer and WAL snapshots anyway).
+            self.session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
         return self
 
     def __exit__(self, *exc) -> None:
@@ -78,8 +84,9 @@ class Database:
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
-    def uow(self) -> UnitOfWork:
-        return UnitOfWork(self._sessions)
+    def uow(self, snapshot: bool = False) -> UnitOfWork:
+        """A unit of work; ``snapshot=True`` makes all its reads consistent with each other."""
+        return UnitOfWork(self._sessions, snapshot)
 
     def migrate(self) -> None:
         migrate(self.engine)
