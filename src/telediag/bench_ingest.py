@@ -15,6 +15,9 @@ dcmtk ``storescu`` association each to:
 * ``bare-tuned``    - the same bare SCP with telediag's transport tuning (TCP_QUICKACK
                       re-armed on every recv, 256 KiB max PDU, no per-PDU log handlers).
 
+* ``orthanc``       - Debian's Orthanc (C++ PACS, files fsync'd, SQLite index) with its
+                      stock settings, when ``apt-get install orthanc`` has been done.
+
 The analysis worker is not running while the objects are sent unless ``--with-worker``
 is given (then it analyses the ECGs concurrently, in the same process, as
 ``telediag up`` does); jobs are written and published either way.
@@ -326,6 +329,47 @@ def run_bare(work: Path, src: list[Path], storescu: str, n: int, total: int, tun
     return Row("bare pynetdicom, " + ("quick-ack" if tuned else "naive"), n, stored, wall, total, note)
 
 
+def run_orthanc(work: Path, src: list[Path], storescu: str, n: int, total: int, timeout_s: float) -> Row | None:
+    """Debian's Orthanc (C++ PACS; files fsync'd, SQLite index) as a third peer, if installed."""
+    import json
+    import socket
+    import urllib.request
+
+    exe = shutil.which("Orthanc")
+    if exe is None:
+        return None
+    ports = []
+    for _ in range(2):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            ports.append(sock.getsockname()[1])
+    dicom_port, http_port = ports
+    home = work / "orthanc"
+    home.mkdir()
+    (home / "orthanc.json").write_text(json.dumps({
+        "Name": "bench", "StorageDirectory": str(home / "db"), "IndexDirectory": str(home / "db"),
+        "DicomAet": "ORTHANC", "DicomPort": dicom_port, "HttpPort": http_port, "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False, "DicomCheckCalledAet": False, "DicomAlwaysAllowStore": True,
+        "SyncStorageArea": True, "StorageCompression": False, "Plugins": [], "HttpServerEnabled": True}))
+    proc = subprocess.Popen([exe, str(home / "orthanc.json")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", dicom_port)) == 0:
+                    break
+            if time.monotonic() > deadline or proc.poll() is not None:
+                return Row("orthanc (Debian)", n, 0, 0.0, total, "did not start")
+            time.sleep(0.2)
+        wall, rc, _ = send_all(storescu, dicom_port, "ORTHANC", src, timeout_s)
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/statistics", timeout=10) as resp:
+            stored = int(json.load(resp)["CountInstances"])
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    return Row("orthanc (Debian, C++)", n, stored, wall, total, "" if rc == 0 else f"storescu exit {rc}")
+
+
 def format_table(rows: list[Row]) -> str:
     lines = [f"{'server':<34} | {'instances/s':>11} | {'MB/s':>6} | {'wall s':>7} | {'stored':>6} | note",
              "-" * 34 + "-+-" + "-" * 11 + "-+-" + "-" * 6 + "-+-" + "-" * 7 + "-+-" + "-" * 6 + "-+-----"]
@@ -339,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-n", type=int, default=1000, help="number of ECG objects (default 1000)")
     parser.add_argument("--with-worker", action="store_true",
                         help="run the in-process analysis worker while telediag receives")
-    parser.add_argument("--skip", action="append", default=[], choices=["telediag", "naive", "tuned"],
+    parser.add_argument("--skip", action="append", default=[], choices=["telediag", "naive", "tuned", "orthanc"],
                         help="leave out one of the servers (repeatable)")
     parser.add_argument("--timeout", type=float, default=600.0, help="limit per storescu run, seconds")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
@@ -365,17 +409,22 @@ def main(argv: list[str] | None = None) -> int:
             ("tuned", lambda: run_bare(work, src, storescu, len(paths), total, True, args.timeout)),
             ("telediag", lambda: run_telediag(work, src, storescu, len(paths), total, args.with_worker,
                                               args.timeout)),
+            ("orthanc", lambda: run_orthanc(work, src, storescu, len(paths), total, args.timeout)),
         ]
         rows: dict[str, Row] = {}
         for key, run in runs:
             if key not in args.skip:
-                rows[key] = run()
-                print(f"  {rows[key].server}: {rows[key].rate:.1f}/s", flush=True)
+                row = run()
+                if row is None:  # an optional peer that is not installed
+                    print(f"  ({key} not installed: apt-get install {key} adds its column)")
+                    continue
+                rows[key] = row
+                print(f"  {row.server}: {row.rate:.1f}/s", flush=True)
         print()
         print(format_table(list(rows.values())))
         if "telediag" in rows:
             td = rows["telediag"].rate
-            for key in ("naive", "tuned"):
+            for key in ("naive", "tuned", "orthanc"):
                 if key in rows and rows[key].rate:
                     print(f"telediag / {rows[key].server}: {td / rows[key].rate:.2f}")
         ok = all(r.stored == r.objects and not r.note for r in rows.values())
