@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from telediag import __version__
 from telediag.dicom_objects import InvalidObject, inspect
-from telediag.ingest import IngestOutcome, StorageUnavailable, validate_wfdb
+from telediag.ingest import IngestOutcome, StorageUnavailable
 from telediag.models import AnalysisResult, Case, Job, Site, StoredObject
 from telediag.network import DeviceIdentity, device_by_api_key
 from telediag.system import System
@@ -133,11 +133,10 @@ def create_app(system: System) -> FastAPI:
                     patient_id: str | None) -> JSONResponse:
         check_site(identity, site)
         try:
-            validate_wfdb(data)
+            outcome = store(system.ingest.ingest_wfdb, identity, data, patient_id)  # validates first
         except InvalidObject as exc:
             log.warning("refused a WFDB upload from device %s: %s", identity.device_id, exc)
             raise HTTPException(422, str(exc)) from exc
-        outcome = store(system.ingest.ingest_wfdb, identity, data, patient_id)
         log.info("WFDB upload from device %s: %s as object %s case %s", identity.device_id, outcome.status,
                  outcome.object_id, outcome.case_id)
         return JSONResponse(_outcome_json(outcome), status_code=201 if outcome.status == "stored" else 200)

@@ -162,8 +162,7 @@ class IngestService:
                         data: bytes) -> IngestOutcome | None:
         """Recognise a re-send (same bytes: success, nothing new) or a conflicting object
         under a known SOP Instance UID (kept aside in quarantine, never overwriting)."""
-        with self.db.uow() as uow:
-            existing = uow.session.connection().execute(_FIND_INSTANCE, {"uid": sop_instance_uid}).first()
+        existing = self._stored_instance(sop_instance_uid)
         if existing is None:
             return None
         if existing.sha256 == digest:
@@ -185,6 +184,11 @@ class IngestService:
         log.warning("conflicting object under a stored SOP Instance UID from device %s kept aside as %s",
                     device.device_id, key)
         return IngestOutcome(case_id, None, "quarantined")
+
+    def _stored_instance(self, uid: str):
+        """(id, sha256, case_id) of the stored object with this instance UID or WFDB fingerprint."""
+        with self.db.uow() as uow:
+            return uow.session.connection().execute(_FIND_INSTANCE, {"uid": uid}).first()
 
     def _case_for_study(self, conn, device: DeviceIdentity, info: DicomInfo) -> int:
         """The case of this study at the device's site, created with its patient on first sight."""
@@ -220,11 +224,10 @@ class IngestService:
         # keeps it apart from any DICOM UID, which has digits and dots only.
         fingerprint = "wfdb:" + sha256_hex(b"".join(
             name.encode() + b"\0" + sha256_hex(files[name]).encode() for name in sorted(files)))[:59]
-        with self.db.uow() as uow:
-            existing = uow.session.scalar(select(StoredObject).where(StoredObject.sop_instance_uid == fingerprint))
-            if existing is not None:
-                log.info("re-upload of WFDB record object %s from device %s", existing.id, device.device_id)
-                return IngestOutcome(existing.case_id, existing.id, "duplicate")
+        existing = self._stored_instance(fingerprint)
+        if existing is not None:
+            log.info("re-upload of WFDB record object %s from device %s", existing.id, device.device_id)
+            return IngestOutcome(existing.case_id, existing.id, "duplicate")
         prefix = f"sites/{device.site_id}/wfdb/{uuid.uuid4().hex}"
         written: list[str] = []
         try:
@@ -258,11 +261,9 @@ class IngestService:
         except SQLAlchemyError as exc:
             for key in written:
                 self._discard(key)
-            if isinstance(exc, DBIntegrityError):
-                with self.db.uow() as uow:
-                    existing = uow.session.scalar(select(StoredObject).where(StoredObject.sop_instance_uid == fingerprint))
-                    if existing is not None:
-                        return IngestOutcome(existing.case_id, existing.id, "duplicate")
+            existing = self._stored_instance(fingerprint) if isinstance(exc, DBIntegrityError) else None
+            if existing is not None:  # the same record was uploaded twice at once
+                return IngestOutcome(existing.case_id, existing.id, "duplicate")
             log.error("database unavailable while recording a WFDB record: %s", type(exc).__name__)
             raise StorageUnavailable("database unavailable") from exc
         log.info("stored WFDB record as object %s (case %s, %d files)", outcome.object_id, outcome.case_id, len(files))
