@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import os
 from concurrent import futures
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -316,16 +315,13 @@ def validate_wfdb(files: dict[str, bytes]) -> tuple[str, str]:
         raise InvalidObject(f"a WFDB upload needs exactly one .hea header file, got {len(headers)}")
     header_name = headers[0]
     record_name = header_name[:-4]
-    from telediag.ecg.io import read_wfdb
+    from telediag.ecg.io import read_wfdb_files
     from telediag.ecg.recording import WaveformError
 
-    with tempfile.TemporaryDirectory(prefix="telediag-wfdb-") as tmp:
-        for name, data in files.items():
-            Path(tmp, name).write_bytes(data)
-        try:
-            read_wfdb(Path(tmp, record_name))
-        except WaveformError as exc:
-            raise InvalidObject(f"WFDB record {record_name} is invalid: {exc}") from exc
-        except Exception as exc:
-            raise InvalidObject(f"WFDB record {record_name} cannot be read: {type(exc).__name__}: {exc}") from exc
+    try:
+        read_wfdb_files(files, record_name)
+    except WaveformError as exc:
+        raise InvalidObject(f"WFDB record {record_name} is invalid: {exc}") from exc
+    except Exception as exc:
+        raise InvalidObject(f"WFDB record {record_name} cannot be read: {type(exc).__name__}: {exc}") from exc
     return header_name, record_name

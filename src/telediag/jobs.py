@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import logging
 import queue
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import dramatiq
@@ -49,13 +47,11 @@ class JobContext:
 
 def load_recording(store: ObjectStore, obj: StoredObject, siblings: Sequence[StoredObject]):
     """Turn a stored ECG object (a DICOM waveform, or a WFDB header with its files) into a Recording."""
-    from telediag.ecg.io import read_dicom_waveform, read_wfdb
+    from telediag.ecg.io import read_dicom_waveform, read_wfdb_files
 
     if obj.media_type == WFDB_HEADER_MEDIA_TYPE:
-        with tempfile.TemporaryDirectory(prefix="telediag-job-") as tmp:
-            for item in siblings:
-                Path(tmp, item.key.rsplit("/", 1)[-1]).write_bytes(store.get(item.key, item.sha256))
-            return read_wfdb(Path(tmp, obj.record_name or ""))
+        files = {item.key.rsplit("/", 1)[-1]: store.get(item.key, item.sha256) for item in siblings}
+        return read_wfdb_files(files, obj.record_name or "")
     return read_dicom_waveform(store.get(obj.key, obj.sha256))
 
 

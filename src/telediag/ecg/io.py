@@ -13,9 +13,10 @@ import io
 import math
 import os
 import re
+import tempfile
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import pydicom
@@ -23,7 +24,8 @@ from pydicom.dataset import Dataset
 
 from .recording import Recording, WaveformError
 
-__all__ = ["read_wfdb", "read_dicom_waveform", "read_recording", "normalise_lead_name", "check_waveform_group"]
+__all__ = ["read_wfdb", "read_wfdb_files", "read_dicom_waveform", "read_recording", "normalise_lead_name",
+           "check_waveform_group"]
 
 # --------------------------------------------------------------------------
 # Lead names
@@ -389,6 +391,16 @@ def read_dicom_waveform(source: Dataset | str | os.PathLike | bytes) -> Recordin
 # --------------------------------------------------------------------------
 # Dispatch
 # --------------------------------------------------------------------------
+
+
+def read_wfdb_files(files: Mapping[str, bytes], record_name: str) -> Recording:
+    """Read a WFDB record held in memory as ``{file name: bytes}`` (an upload, or files
+    fetched from the object store); the wfdb package reads only from disk, hence the
+    temporary folder."""
+    with tempfile.TemporaryDirectory(prefix="telediag-wfdb-") as tmp:
+        for name, data in files.items():
+            Path(tmp, Path(name).name).write_bytes(data)
+        return read_wfdb(Path(tmp, record_name))
 
 
 def read_recording(path: str | os.PathLike) -> Recording:
