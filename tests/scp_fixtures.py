@@ -11,6 +11,7 @@ from typing import Iterator
 import dramatiq
 import pytest
 
+from services import unavailable
 from telediag.dcmtk import find_dcmtk
 from telediag.config import Settings
 from telediag.dicom_scp import StorageSCP
@@ -53,7 +54,7 @@ class RunningSCP:
 def dcmtk_tools() -> tuple[str, str]:
     storescu, echoscu = find_dcmtk("storescu"), find_dcmtk("echoscu")
     if not storescu or not echoscu:
-        pytest.skip("dcmtk storescu/echoscu not installed")
+        unavailable("dcmtk storescu/echoscu not installed (apt-get install dcmtk)")
     return storescu, echoscu
 
 
