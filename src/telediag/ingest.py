@@ -125,8 +125,7 @@ class IngestService:
         # the transaction commits only after the write is durable, and rolls back if it fails.
         put = self._writer.submit(self._put, key, data, DICOM_MEDIA_TYPE)
         try:
-            with self.db.uow() as uow:
-                conn = uow.session.connection()
+            with self.db.engine.connect() as conn:  # Core only: no ORM session on the hot path
                 case_id = self._case_for_study(conn, device, info)
                 now = utcnow()
                 object_id = conn.scalar(_INSERT_OBJECT, dict(
@@ -138,7 +137,7 @@ class IngestService:
                     object_id=object_id, kind=ANALYZE_ECG, state=JobState.PENDING, attempts=0, last_error=None,
                     created_at=now, updated_at=now)) if info.is_ecg else None
                 put.result()  # raises StorageUnavailable: nothing is committed
-                uow.commit()
+                conn.commit()
                 outcome = IngestOutcome(case_id, object_id, "stored", job_id)
         except DBIntegrityError:
             # Another association stored the same instance meanwhile: decide again on the committed row.
@@ -186,8 +185,8 @@ class IngestService:
 
     def _stored_instance(self, uid: str):
         """(id, sha256, case_id) of the stored object with this instance UID or WFDB fingerprint."""
-        with self.db.uow() as uow:
-            return uow.session.connection().execute(_FIND_INSTANCE, {"uid": uid}).first()
+        with self.db.engine.connect() as conn:
+            return conn.execute(_FIND_INSTANCE, {"uid": uid}).first()
 
     def _case_for_study(self, conn, device: DeviceIdentity, info: DicomInfo) -> int:
         """The case of this study at the device's site, created with its patient on first sight."""
