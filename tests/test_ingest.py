@@ -137,7 +137,7 @@ def test_database_failure_after_put_removes_the_object(embedded: Network, shared
     def broken_commit(self) -> None:
         raise OperationalError("COMMIT", {}, Exception("disk I/O error"))
 
-    monkeypatch.setattr("telediag.db.UnitOfWork.commit", broken_commit)
+    monkeypatch.setattr("sqlalchemy.engine.Connection.commit", broken_commit)
     with pytest.raises(StorageUnavailable):
         system.ingest.ingest_dicom(device, (shared_dicom / "CT_small.dcm").read_bytes())
     monkeypatch.undo()
