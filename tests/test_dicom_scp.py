@@ -343,3 +343,29 @@ def test_object_store_outage_gives_out_of_resources_then_resend_succeeds(running
     assert_stored_as_sent(network, path)
     (stored,) = object_files(network)
     assert stored.name.startswith(pydicom.dcmread(path).SOPInstanceUID + ".") and stored.suffix == ".dcm"
+
+
+@pytest.mark.parametrize("uid, ae", [("1.2.3.45", "CART1"), ("1.2.3.456", "CART12"), ("1.2.3", None)])
+def test_part10_prefix_matches_pydicoms_file_meta_encoding(uid: str, ae: str | None) -> None:
+    """The hand-encoded file meta group is byte-for-byte what pydicom writes for the same values."""
+    from io import BytesIO
+
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.filewriter import write_file_meta_info
+    from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
+
+    from telediag.dicom_scp import part10_prefix
+
+    meta = FileMetaDataset()
+    meta.FileMetaInformationVersion = b"\x00\x01"
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.9.1.1"
+    meta.MediaStorageSOPInstanceUID = uid
+    meta.TransferSyntaxUID = "1.2.840.10008.1.2"
+    meta.ImplementationClassUID = PYNETDICOM_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = PYNETDICOM_IMPLEMENTATION_VERSION
+    if ae:
+        meta.SourceApplicationEntityTitle = ae
+    expected = BytesIO()
+    expected.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(expected, meta, enforce_standard=True)
+    assert part10_prefix("1.2.840.10008.5.1.4.1.1.9.1.1", uid, "1.2.840.10008.1.2", ae) == expected.getvalue()

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import struct
 import threading
 import time
 import weakref
@@ -56,7 +57,6 @@ from io import BytesIO
 from typing import Any
 
 from pydicom.dataset import Dataset
-from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
@@ -72,7 +72,7 @@ from pydicom.uid import (
     JPEGLSNearLossless,
     RLELossless,
 )
-from pynetdicom import AE, evt
+from pynetdicom import AE, PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from telediag.db import Database
@@ -378,11 +378,40 @@ class StorageSCP:
     @staticmethod
     def _part10(event, device: DeviceIdentity, body: bytes) -> bytes:
         """Preamble + file meta + the data set bytes exactly as they came off the wire."""
-        meta = event.file_meta
-        if device.ae_title:
-            meta.SourceApplicationEntityTitle = device.ae_title
-        buf = BytesIO()
-        buf.write(b"\x00" * 128 + b"DICM")
-        write_file_meta_info(buf, meta, enforce_standard=True)
-        buf.write(body)
-        return buf.getvalue()
+        rq = event.request
+        return part10_prefix(str(rq.AffectedSOPClassUID), str(rq.AffectedSOPInstanceUID),
+                             str(event.context.transfer_syntax), device.ae_title) + body
+
+
+def _element(group: int, element: int, vr: bytes, value: bytes) -> bytes:
+    """One explicit-VR little-endian element (only the short-length VRs and OB used below)."""
+    if vr == b"OB":
+        return struct.pack("<HH2s2xL", group, element, vr, len(value)) + value
+    return struct.pack("<HH2sH", group, element, vr, len(value)) + value
+
+
+def _padded(text: str, pad: bytes) -> bytes:
+    raw = text.encode("ascii")
+    return raw + pad if len(raw) % 2 else raw
+
+
+def part10_prefix(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str,
+                  source_ae_title: str | None) -> bytes:
+    """The 128-byte preamble, ``DICM`` and the File Meta Information group for a received data set.
+
+    Encoded here rather than with pydicom's ``write_file_meta_info``: the group is seven
+    fixed elements, and building it through pydicom datasets cost about 1 ms per C-STORE.
+    The elements are those of pynetdicom's ``Event.file_meta`` plus Source AE Title.
+    """
+    elements = [
+        _element(0x0002, 0x0001, b"OB", b"\x00\x01"),
+        _element(0x0002, 0x0002, b"UI", _padded(sop_class_uid, b"\0")),
+        _element(0x0002, 0x0003, b"UI", _padded(sop_instance_uid, b"\0")),
+        _element(0x0002, 0x0010, b"UI", _padded(transfer_syntax_uid, b"\0")),
+        _element(0x0002, 0x0012, b"UI", _padded(PYNETDICOM_IMPLEMENTATION_UID, b"\0")),
+        _element(0x0002, 0x0013, b"SH", _padded(PYNETDICOM_IMPLEMENTATION_VERSION, b" ")),
+    ]
+    if source_ae_title:
+        elements.append(_element(0x0002, 0x0016, b"AE", _padded(source_ae_title, b" ")))
+    group = b"".join(elements)
+    return b"\x00" * 128 + b"DICM" + _element(0x0002, 0x0000, b"UL", struct.pack("<L", len(group))) + group
