@@ -2,43 +2,31 @@
 
 from __future__ import annotations
 
-import socket
-import threading
 from pathlib import Path
 from typing import Iterator
 
 import httpx
 import pytest
-import uvicorn
 import wfdb
 from sqlalchemy import func, select
 
-from telediag.api import create_app
+from telediag.api import BackgroundServer
 from telediag.models import StoredObject
 
 from conftest import SHARED_DATA, Network, wait_for
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from services import free_port
 
 
 @pytest.fixture
 def api(embedded: Network) -> Iterator[tuple[Network, str]]:
     """The API app served by uvicorn on a loopback port, as in production."""
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(embedded.system), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, timeout=10)
+    port = free_port()
+    server = BackgroundServer(embedded.system, "127.0.0.1", port)
+    server.start()
     try:
         yield embedded, f"http://127.0.0.1:{port}"
     finally:
-        server.should_exit = True
-        thread.join(10)
+        server.stop()
 
 
 @pytest.fixture

@@ -9,6 +9,8 @@ annotations of the routes, which refer to ``create_app``'s local functions.)
 """
 
 import logging
+import threading
+import time
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, UploadFile
@@ -197,3 +199,27 @@ def create_app(system: System) -> FastAPI:
 
     app.add_middleware(BodyLimitMiddleware, limit=system.settings.max_upload_bytes)
     return app
+
+
+class BackgroundServer:
+    """The API served by uvicorn in a thread of this process (the demo, tests); ``telediag api``
+    and ``up`` run uvicorn in the foreground instead."""
+
+    def __init__(self, system: System, host: str, port: int) -> None:
+        import uvicorn
+
+        self._server = uvicorn.Server(uvicorn.Config(create_app(system), host=host, port=port, log_level="warning"))
+        self._thread = threading.Thread(target=self._server.run, name="telediag-api", daemon=True)
+
+    def start(self, timeout: float = 15.0) -> None:
+        """Start serving; return once the port is listening (or raise after ``timeout``)."""
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("the HTTP API did not start")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(10)

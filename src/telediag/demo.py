@@ -10,7 +10,6 @@ otherwise it starts the embedded system itself for the length of the demo.
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -59,9 +58,7 @@ def _listening(port: int) -> bool:
 
 def _start_embedded(system: System, stack: ExitStack) -> None:
     """Start SCP, API, worker and sweeper in this process for the demo's duration."""
-    import uvicorn
-
-    from telediag.api import create_app
+    from telediag.api import BackgroundServer
     from telediag.dicom_scp import StorageSCP
 
     worker = system.worker(threads=2)
@@ -74,14 +71,9 @@ def _start_embedded(system: System, stack: ExitStack) -> None:
     scp = StorageSCP(system.ingest, system.db, ae_title=s.ae_title, host="127.0.0.1", port=s.dicom_port)
     scp.start()
     stack.callback(scp.stop)
-    server = uvicorn.Server(uvicorn.Config(create_app(system), host="127.0.0.1", port=s.http_port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    stack.callback(lambda: (setattr(server, "should_exit", True), thread.join(10)))
-    deadline = time.monotonic() + 15
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
+    api = BackgroundServer(system, "127.0.0.1", s.http_port)
+    api.start()
+    stack.callback(api.stop)
 
 
 def _send_dicom(path: Path, settings: Settings) -> str:
