@@ -128,16 +128,17 @@ def test_object_store_outage_records_nothing_and_resend_succeeds(embedded: Netwo
 
 def test_database_failure_after_put_removes_the_object(embedded: Network, shared_dicom: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    """A committed row is the only proof of storage; a file without one must not linger."""
-    from sqlalchemy.exc import OperationalError
+    """A committed row is the only proof of storage; a file without one must not linger.
+    (The same against a real PostgreSQL refusing the row: test_s3_store.)"""
+    from telediag.ingest_rows import DatabaseUnavailable
 
     system = embedded.system
     device = device_by_ae_title(system.db, embedded.ae_title)
 
     def broken_commit(self) -> None:
-        raise OperationalError("COMMIT", {}, Exception("disk I/O error"))
+        raise DatabaseUnavailable("disk I/O error")
 
-    monkeypatch.setattr("sqlalchemy.engine.Connection.commit", broken_commit)
+    monkeypatch.setattr("telediag.ingest_rows.RowTransaction.commit", broken_commit)
     with pytest.raises(StorageUnavailable):
         system.ingest.ingest_dicom(device, (shared_dicom / "CT_small.dcm").read_bytes())
     monkeypatch.undo()

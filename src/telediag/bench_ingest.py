@@ -11,10 +11,14 @@ dcmtk ``storescu`` association each to:
                       commit of object + outbox job, publish to the in-process broker;
 * ``bare-naive``    - a bare pynetdicom SCP writing each data set to a file (no fsync,
                       no validation), with pynetdicom's defaults: the naive baseline that
-                      suffers the Nagle / delayed-ACK stall;
-* ``bare-tuned``    - the same bare SCP with telediag's transport tuning (TCP_QUICKACK
-                      re-armed on every recv, 256 KiB max PDU, no per-PDU log handlers).
-
+                      suffers the Nagle / delayed-ACK stall where the kernel has it;
+* ``bare-quick-ack``- the same bare SCP with the stall avoided (TCP_QUICKACK re-armed on
+                      every recv, 256 KiB max PDU, no per-PDU log handlers), pynetdicom's
+                      reactors as they ship: the issue's reference point;
+* ``bare-prompt``   - the same bare SCP with all of telediag's transport tuning (also the
+                      event-driven reactors of :mod:`telediag.dicom_transport`): the same
+                      network path as telediag, so the gap to telediag is the cost of
+                      validation, durability and recording alone.
 * ``orthanc``       - Debian's Orthanc (C++ PACS, files fsync'd, SQLite index) with its
                       stock settings, when ``apt-get install orthanc`` has been done.
 
@@ -194,12 +198,18 @@ def generate_objects(out_dir: Path, n: int, seed: int = 0) -> tuple[list[Path], 
 
 
 # -- servers ---------------------------------------------------------------------------------
+#: Transport variants of the bare SCP: pynetdicom as it ships, with the stall avoided,
+#: and with telediag's whole transport tuning.
+BARE_VARIANTS = {"naive": "bare pynetdicom, naive", "quick-ack": "bare pynetdicom, quick-ack",
+                 "prompt": "bare pynetdicom, telediag transport"}
+
+
 class BareSCP:
     """A bare pynetdicom storage SCP: writes each received data set to a file, nothing else."""
 
-    def __init__(self, out_dir: Path, tuned: bool) -> None:
+    def __init__(self, out_dir: Path, variant: str) -> None:
         self.out_dir = out_dir
-        self.tuned = tuned
+        self.variant = variant
         self.port = 0
         self.count = 0
         self._server = None
@@ -207,18 +217,19 @@ class BareSCP:
     def start(self) -> None:
         from pynetdicom import AE, evt
 
-        from telediag import dicom_scp
+        from telediag import dicom_scp, dicom_transport
 
         self.out_dir.mkdir(parents=True, exist_ok=True)
         ae = AE(ae_title="BARE")
         for sop_class, syntaxes in dicom_scp.storage_contexts():
             ae.add_supported_context(sop_class, syntaxes)
         handlers = [(evt.EVT_C_STORE, self._on_store)]
-        if self.tuned:
+        tune = {"quick-ack": dicom_transport.install_quick_ack, "prompt": dicom_transport.tune_acceptor}.get(self.variant)
+        if tune is not None:
             ae.maximum_pdu_size = dicom_scp.DEFAULT_MAX_PDU
-            handlers.append((evt.EVT_CONN_OPEN, lambda event: dicom_scp.install_quick_ack(event.assoc)))
+            handlers.append((evt.EVT_CONN_OPEN, lambda event: tune(event.assoc)))
         self._server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers)
-        if self.tuned:
+        if tune is not None:
             dicom_scp.StorageSCP._drop_pdu_loggers(self._server)
         self.port = int(self._server.server_address[1])
 
@@ -315,9 +326,9 @@ def run_telediag(work: Path, src: list[Path], storescu: str, n: int, total: int,
     return Row(name, n, stored, wall, total, note)
 
 
-def run_bare(work: Path, src: list[Path], storescu: str, n: int, total: int, tuned: bool, timeout_s: float) -> Row:
-    out_dir = work / ("bare-tuned" if tuned else "bare-naive")
-    scp = BareSCP(out_dir, tuned=tuned)
+def run_bare(work: Path, src: list[Path], storescu: str, n: int, total: int, variant: str, timeout_s: float) -> Row:
+    out_dir = work / f"bare-{variant}"
+    scp = BareSCP(out_dir, variant)
     scp.start()
     try:
         wall, rc, out = send_all(storescu, scp.port, "BARE", src, timeout_s)
@@ -326,7 +337,7 @@ def run_bare(work: Path, src: list[Path], storescu: str, n: int, total: int, tun
     stored = len(list(out_dir.glob("*.dcm")))
     shutil.rmtree(out_dir, ignore_errors=True)
     note = "" if rc == 0 else f"storescu exit {rc}"
-    return Row("bare pynetdicom, " + ("quick-ack" if tuned else "naive"), n, stored, wall, total, note)
+    return Row(BARE_VARIANTS[variant], n, stored, wall, total, note)
 
 
 def run_orthanc(work: Path, src: list[Path], storescu: str, n: int, total: int, timeout_s: float) -> Row | None:
@@ -383,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-n", type=int, default=1000, help="number of ECG objects (default 1000)")
     parser.add_argument("--with-worker", action="store_true",
                         help="run the in-process analysis worker while telediag receives")
-    parser.add_argument("--skip", action="append", default=[], choices=["telediag", "naive", "tuned", "orthanc"],
+    parser.add_argument("--skip", action="append", default=[], choices=["telediag", *BARE_VARIANTS, "orthanc"],
                         help="leave out one of the servers (repeatable)")
     parser.add_argument("--timeout", type=float, default=600.0, help="limit per storescu run, seconds")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
@@ -405,8 +416,8 @@ def main(argv: list[str] | None = None) -> int:
               f"signal: {source}) in {time.perf_counter() - t0:.1f} s; sender: {storescu}, "
               f"{args.associations} association(s) at once")
         runs: list[tuple[str, Callable[[], Row]]] = [
-            ("naive", lambda: run_bare(work, src, storescu, len(paths), total, False, args.timeout)),
-            ("tuned", lambda: run_bare(work, src, storescu, len(paths), total, True, args.timeout)),
+            (variant, lambda variant=variant: run_bare(work, src, storescu, len(paths), total, variant, args.timeout))
+            for variant in BARE_VARIANTS] + [
             ("telediag", lambda: run_telediag(work, src, storescu, len(paths), total, args.with_worker,
                                               args.timeout)),
             ("orthanc", lambda: run_orthanc(work, src, storescu, len(paths), total, args.timeout)),
@@ -424,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
         print(format_table(list(rows.values())))
         if "telediag" in rows:
             td = rows["telediag"].rate
-            for key in ("naive", "tuned", "orthanc"):
+            for key in (*BARE_VARIANTS, "orthanc"):
                 if key in rows and rows[key].rate:
                     print(f"telediag / {rows[key].server}: {td / rows[key].rate:.2f}")
         ok = all(r.stored == r.objects and not r.note for r in rows.values())

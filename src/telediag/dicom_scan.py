@@ -5,13 +5,17 @@ pydicom builds a ``Dataset`` for every sequence item; a 12-lead ECG has dozens o
 object - more than the durable write itself. Ingest only needs to know that the object
 is whole (every length fits, every undefined-length sequence is closed) and what each
 waveform multiplex group declares, so this module walks the element headers and skips
-the values. It reads Implicit and Explicit VR Little Endian only; for any other transfer
-syntax it returns ``None`` and the caller falls back to pydicom.
+the values. The same walk keeps the raw values of the few top-level elements an object is
+filed by (``HEADER_VRS``), so the hot path needs no pydicom ``Dataset`` at all. It reads
+Implicit and Explicit VR Little Endian only; for any other transfer syntax, and wherever
+pydicom would read the bytes differently from this walk, it returns ``None`` and the caller
+falls back to pydicom.
 """
 
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 from typing import Any, Callable
 
 #: Explicit VR little endian VRs with a 2-byte reserved field and a 4-byte length.
@@ -30,6 +34,22 @@ _GROUP_TAGS = {
     0x54001006: "WaveformSampleInterpretation",
     0x54001010: "WaveformData",
 }
+#: Top-level elements an object is filed by, with the VR pydicom decodes each as:
+#: SpecificCharacterSet, SOPClassUID, SOPInstanceUID, Modality, PatientName, PatientID,
+#: PatientBirthDate, PatientSex, StudyInstanceUID, SeriesInstanceUID.
+HEADER_VRS: dict[int, bytes] = {
+    0x00080005: b"CS", 0x00080016: b"UI", 0x00080018: b"UI", 0x00080060: b"CS",
+    0x00100010: b"PN", 0x00100020: b"LO", 0x00100030: b"DA", 0x00100040: b"CS",
+    0x0020000D: b"UI", 0x0020000E: b"UI",
+}
+#: The reference for those values is pydicom's ``read_partial`` up to the end of group 0020,
+#: so only elements before the first one past it count.
+_HEADER_END = 0x0020FFFF
+#: File meta elements kept, with their VR: MediaStorageSOPClassUID, MediaStorageSOPInstanceUID,
+#: TransferSyntaxUID.
+META_VRS: dict[int, bytes] = {0x00020002: b"UI", 0x00020003: b"UI", 0x00020010: b"UI"}
+_META_START = 132
+_META_GROUP_LENGTH = b"\x02\x00\x00\x00UL\x04\x00"
 _IMPLICIT_LE, _EXPLICIT_LE = "1.2.840.10008.1.2", "1.2.840.10008.1.2.1"
 _U16, _U32 = struct.Struct("<H"), struct.Struct("<L")
 #: group, element, VR, 2-byte length: an explicit-VR short header (other layouts re-read bytes 4-8).
@@ -38,6 +58,22 @@ _EXPLICIT_HEADER = struct.Struct("<HH2sH")
 
 class MalformedDataSet(ValueError):
     """The byte stream is not a well-formed data set (a length overruns, a delimiter is missing)."""
+
+
+@dataclass(frozen=True)
+class FileMeta:
+    """The File Meta Information group, as far as ingest needs it."""
+
+    data_offset: int  #: where the data set starts
+    values: dict[int, bytes]  #: raw values of the ``META_VRS`` elements present
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """What one walk over a well-formed data set found."""
+
+    groups: list[dict[str, Any]]  #: waveform multiplex groups, keyed like pydicom keywords
+    values: dict[int, bytes]  #: raw values of the ``HEADER_VRS`` elements present
 
 
 class _Scanner:
@@ -58,6 +94,8 @@ class _Scanner:
             if pos + 12 > len(buf):
                 raise MalformedDataSet(f"element header at byte {pos} runs past the end")
             return tag, _U32.unpack_from(buf, pos + 8)[0], pos + 12
+        if not b"AA" <= vr <= b"ZZ":  # not a VR: pydicom reads the element as implicit VR
+            return tag, _U32.unpack_from(buf, pos + 4)[0], pos + 8
         return tag, short, pos + 8
 
     def after(self, tag: int, length: int, value: int, limit: int) -> int:
@@ -98,16 +136,27 @@ class _Scanner:
             pos = self.after(tag, length, value, len(self.buf) if end is None else end)
         return pos, pos
 
-    def top_level(self, pos: int) -> list[dict[str, Any]]:
+    def top_level(self, pos: int) -> ScanResult | None:
+        """Walk the data set from ``pos``; None when a header element is encoded so that
+        pydicom would decode it differently (another explicit VR, an undefined length)."""
+        buf = self.buf
         groups: list[dict[str, Any]] = []
-        while pos < len(self.buf):
+        values: dict[int, bytes] = {}
+        in_header = True
+        while pos < len(buf):
             tag, length, value = self.header(pos)
+            in_header = in_header and tag <= _HEADER_END
             if tag == _WAVEFORM_SEQUENCE:
-                end = None if length == _UNDEFINED else self.after(tag, length, value, len(self.buf))
+                end = None if length == _UNDEFINED else self.after(tag, length, value, len(buf))
                 pos = self.items(value, end, lambda start, stop: groups.append(self.group(start, stop)))
-            else:
-                pos = self.after(tag, length, value, len(self.buf))
-        return groups
+                continue
+            nxt = self.after(tag, length, value, len(buf))
+            if in_header and tag in HEADER_VRS:
+                if length == _UNDEFINED or (self.explicit and buf[pos + 4:pos + 6] != HEADER_VRS[tag]):
+                    return None
+                values[tag] = bytes(buf[value:nxt])
+            pos = nxt
+        return ScanResult(groups, values)
 
     def group(self, pos: int, end: int) -> dict[str, Any]:
         """The multiplex-group attributes the waveform checks need, from one item's elements."""
@@ -135,10 +184,57 @@ class _Scanner:
         return out
 
 
-def waveform_groups(data: bytes, data_offset: int, transfer_syntax: str) -> list[dict[str, Any]] | None:
-    """Check that the data set starting at ``data_offset`` is well formed and return its
-    waveform multiplex groups as plain dicts keyed like pydicom keywords; ``None`` when the
-    transfer syntax is not little endian (the caller then uses pydicom)."""
+def read_file_meta(data: bytes) -> FileMeta | None:
+    """The file meta group of a Part 10 file (explicit VR little endian from byte 132).
+
+    None when the group does not start with its group length, is malformed, does not end
+    where that length says (pydicom reads the group by group number, so the two could
+    disagree) or encodes a kept element with another VR: the caller then uses pydicom.
+    """
+    if len(data) < _META_START + 12 or data[_META_START:_META_START + 8] != _META_GROUP_LENGTH:
+        return None
+    end = _META_START + 12 + _U32.unpack_from(data, _META_START + 8)[0]
+    scanner = _Scanner(memoryview(data), explicit=True)
+    values: dict[int, bytes] = {}
+    pos = _META_START
+    try:
+        while pos + 2 <= len(data) and _U16.unpack_from(data, pos)[0] == 0x0002:
+            tag, length, value = scanner.header(pos)
+            nxt = scanner.after(tag, length, value, len(data))
+            if tag in META_VRS:
+                if data[pos + 4:pos + 6] != META_VRS[tag] or length == _UNDEFINED:
+                    return None
+                values[tag] = data[value:nxt]
+            pos = nxt
+    except MalformedDataSet:
+        return None
+    return FileMeta(pos, values) if pos == end else None
+
+
+def _read_as_declared(buf: memoryview, pos: int, explicit: bool) -> bool:
+    """Whether pydicom would read the data set at ``pos`` as the transfer syntax declares.
+
+    pydicom reads leading group 0000 (command) elements as implicit VR, and trusts the
+    first element's look over the transfer syntax, with a warning that ``read_partial``
+    on the C-STORE path turns into a refusal; such objects are left to pydicom.
+    """
+    if pos + 6 > len(buf):
+        return True
+    if _U16.unpack_from(buf, pos)[0] == 0x0000:
+        return False
+    looks_explicit = 0x40 < buf[pos + 4] < 0x5B and 0x40 < buf[pos + 5] < 0x5B
+    return looks_explicit == explicit
+
+
+def scan(data: bytes, data_offset: int, transfer_syntax: str) -> ScanResult | None:
+    """Check that the data set starting at ``data_offset`` is well formed (raising
+    ``MalformedDataSet`` if not) and return its waveform groups and header values in one
+    walk; ``None`` when the transfer syntax is not little endian or pydicom would read the
+    data set differently from this walk (the caller then uses pydicom)."""
     if transfer_syntax not in (_IMPLICIT_LE, _EXPLICIT_LE):
         return None
-    return _Scanner(memoryview(data), explicit=transfer_syntax == _EXPLICIT_LE).top_level(data_offset)
+    explicit = transfer_syntax == _EXPLICIT_LE
+    buf = memoryview(data)
+    if not _read_as_declared(buf, data_offset, explicit):
+        return None
+    return _Scanner(buf, explicit).top_level(data_offset)

@@ -27,28 +27,17 @@ Threads
     opens its own unit of work per call, so handlers share nothing but the
     :class:`IngestService` and the :class:`Database` engine (both thread safe).
 
-Throughput: the Nagle / delayed-ACK stall
-    A stock sender (dcmtk ``storescu``, most carts) writes a P-DATA PDU as a header
-    write followed by the body, and leaves Nagle's algorithm on. Whenever the tail of a
-    message is a small segment, Nagle holds it until the previous segment is ACKed, and
-    a Linux receiver in its default *delayed ACK* mode waits up to 40 ms before ACKing.
-    The result is one or more ~40 ms stalls per object: a bare pynetdicom SCP does about
-    110 ECG objects/s instead of 220-240/s. The receiver can break the deadlock on its
-    own: ``TCP_QUICKACK`` makes Linux ACK immediately, but the kernel drops back to
-    delayed ACKs by itself, so it has to be re-armed; :class:`QuickAckSocket` does that
-    before every ``recv``. It is installed on ``EVT_CONN_OPEN`` - fired in the accepting
-    thread before the association's reactor starts - by moving the accepted socket's
-    file descriptor into a :class:`QuickAckSocket` (``socket.detach`` + ``fileno=``),
-    so pynetdicom's ``AssociationSocket`` keeps working unchanged and the original
-    socket object no longer owns (or closes) the descriptor. TLS sockets and platforms
-    without ``TCP_QUICKACK`` are left as they are. The SCP also sets ``TCP_NODELAY``
-    on the accepted socket so its own small responses are not held back either.
+Throughput
+    A stock sender waits for each C-STORE status before sending the next object, so the
+    time between the last byte in and the status out is the throughput. The accepted
+    socket and pynetdicom's two reactor threads are tuned on ``EVT_CONN_OPEN`` (quick
+    ACKs against the Nagle / delayed-ACK stall, event waits instead of 1 ms polling):
+    see :mod:`telediag.dicom_transport`.
 """
 
 from __future__ import annotations
 
 import logging
-import socket
 import struct
 import threading
 import time
@@ -76,6 +65,7 @@ from pynetdicom import AE, PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTAT
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from telediag.db import Database
+from telediag.dicom_transport import tune_acceptor
 from telediag.dicom_objects import ECG_SOP_CLASSES, IMAGE_SOP_CLASSES, InvalidObject
 from telediag.ingest import IngestService, StorageUnavailable
 from telediag.network import DeviceIdentity, device_by_ae_title
@@ -113,66 +103,10 @@ _RJ_SERVICE_USER, _RJ_PROVIDER_PRESENTATION = 0x01, 0x03
 _RJ_CALLING_AE_NOT_RECOGNISED, _RJ_CALLED_AE_NOT_RECOGNISED = 0x03, 0x07
 _RJ_TEMPORARY_CONGESTION = 0x01
 
-_TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", None)
-
 #: PDU size we offer to receive. pynetdicom's default (16 KiB) cuts a 120 KB ECG into
 #: 8 PDUs, each a trip through the DUL reactor; 256 KiB carries it in one
 #: (dcmtk and most senders cap their own send size at 128 KiB anyway).
 DEFAULT_MAX_PDU = 256 * 1024
-
-
-class QuickAckSocket(socket.socket):
-    """A TCP socket that re-arms ``TCP_QUICKACK`` before every ``recv`` (see module doc).
-
-    ``TCP_QUICKACK`` is not sticky on Linux: the stack leaves quick-ACK mode again on its
-    own, so setting it once at accept is not enough; re-arming it before each read keeps
-    every segment of a stock sender ACKed at once. The cost is one ``setsockopt`` per
-    ``recv`` (pynetdicom reads 4 KiB at a time), well under a microsecond each.
-    """
-
-    __slots__ = ()
-
-    def recv(self, bufsize: int, flags: int = 0) -> bytes:  # type: ignore[override]
-        try:
-            self.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
-        except OSError:
-            pass
-        return super().recv(bufsize, flags)
-
-    def recv_into(self, buffer, nbytes: int = 0, flags: int = 0) -> int:  # type: ignore[override]
-        try:
-            self.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
-        except OSError:
-            pass
-        return super().recv_into(buffer, nbytes, flags)
-
-    @classmethod
-    def take_over(cls, sock: socket.socket) -> "QuickAckSocket":
-        """Move ``sock``'s descriptor into a new QuickAckSocket; ``sock`` is left detached."""
-        timeout = sock.gettimeout()
-        new = cls(sock.family, sock.type, sock.proto, fileno=sock.detach())
-        new.settimeout(timeout)
-        return new
-
-
-def install_quick_ack(assoc: Any) -> bool:
-    """Swap the accepted socket of a pynetdicom acceptor ``assoc`` for a QuickAckSocket.
-
-    Must run before the association's reactor starts (``EVT_CONN_OPEN`` does). Returns
-    whether the socket was replaced.
-    """
-    asock = getattr(getattr(assoc, "dul", None), "socket", None)
-    raw = getattr(asock, "socket", None)
-    if raw is None:
-        return False
-    try:
-        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except OSError:
-        pass
-    if _TCP_QUICKACK is None or type(raw) is not socket.socket:  # not Linux, or TLS
-        return False
-    asock.socket = QuickAckSocket.take_over(raw)
-    return True
 
 
 def _error_comment(text: str) -> str:
@@ -201,7 +135,7 @@ class StorageSCP:
 
     def __init__(self, ingest: IngestService, db: Database, ae_title: str = "TELEDIAG", host: str = "0.0.0.0",
                  port: int = 11112, max_object_bytes: int = 512 * 1024 * 1024, *,
-                 quick_ack: bool = True, max_pdu_size: int = DEFAULT_MAX_PDU,
+                 tune_transport: bool = True, max_pdu_size: int = DEFAULT_MAX_PDU,
                  network_timeout: float = 60.0, acse_timeout: float = 30.0, dimse_timeout: float = 60.0,
                  max_associations: int = 50) -> None:
         self.ingest = ingest
@@ -210,7 +144,7 @@ class StorageSCP:
         self.host = host
         self.port = port
         self.max_object_bytes = max_object_bytes
-        self.quick_ack = quick_ack
+        self.tune_transport = tune_transport
         self.max_pdu_size = max_pdu_size
         self.network_timeout = network_timeout
         self.acse_timeout = acse_timeout
@@ -244,15 +178,15 @@ class StorageSCP:
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self._on_store),
         ]
-        if self.quick_ack:
+        if self.tune_transport:
             handlers.append((evt.EVT_CONN_OPEN, self._on_conn_open))
         ae = self._make_ae()
         self._server = ae.start_server((self.host, self.port), block=False, evt_handlers=handlers)
         self._drop_pdu_loggers(self._server)
         self.port = int(self._server.server_address[1])
         self._stopped.clear()
-        log.info("DICOM storage SCP %s listening on %s:%d (quick-ack %s)", self.ae_title, self.host, self.port,
-                 "on" if self.quick_ack and _TCP_QUICKACK is not None else "off")
+        log.info("DICOM storage SCP %s listening on %s:%d (transport tuning %s)", self.ae_title, self.host,
+                 self.port, "on" if self.tune_transport else "off")
 
     def stop(self) -> None:
         """Stop accepting, end running associations and close the port."""
@@ -298,7 +232,7 @@ class StorageSCP:
 
     # -- event handlers ------------------------------------------------------------------
     def _on_conn_open(self, event) -> None:
-        install_quick_ack(event.assoc)
+        tune_acceptor(event.assoc)
 
     def _on_requested(self, event) -> None:
         assoc = event.assoc

@@ -9,7 +9,8 @@ The order is what makes "success" to the device mean durable:
    crash between 3 and 4 leaves a ``pending`` job that the sweeper publishes.
 
 Any failure in 2 or 3 raises ``StorageUnavailable`` (the device must retry) and leaves
-no row behind; an object written in 2 whose row could not be committed is deleted.
+no row behind; an object written in 2 whose row could not be committed is deleted
+(unless identical bytes were already in the store: another send may have recorded them).
 """
 
 from __future__ import annotations
@@ -23,14 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol, Sequence
 
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
 from sqlalchemy.exc import SQLAlchemyError
 
 from telediag.db import Database
 from telediag.dicom_objects import DicomInfo, InvalidObject, inspect
-from telediag.models import (Case, CaseKind, CaseStatus, Job, JobState, Patient, QuarantinedObject, StoredObject,
-                             utcnow)
+from telediag.ingest_rows import (DatabaseUnavailable, IngestRows, KnownInstance, ObjectRow, RowConflict,
+                                  StudyRef)
+from telediag.models import Case, CaseKind, Job, Patient, QuarantinedObject, StoredObject, utcnow
 from telediag.network import DeviceIdentity
 from telediag.objectstore import ObjectStore, ObjectStoreError, sha256_hex
 
@@ -41,20 +43,6 @@ WFDB_HEADER_MEDIA_TYPE = "application/x-wfdb-header"
 WFDB_DATA_MEDIA_TYPE = "application/x-wfdb-signal"
 WFDB_ANNOTATION_MEDIA_TYPE = "application/x-wfdb-annotation"
 ANALYZE_ECG = "analyze_ecg"
-
-
-# Statements on every C-STORE's path, built once on the plain tables (no ORM compile step).
-_objects, _cases, _patients, _jobs = (StoredObject.__table__, Case.__table__, Patient.__table__, Job.__table__)
-_FIND_INSTANCE = select(_objects.c.id, _objects.c.sha256, _objects.c.case_id).where(
-    _objects.c.sop_instance_uid == bindparam("uid"))
-_FIND_CASE = select(_cases.c.id).where(_cases.c.site_id == bindparam("site"),
-                                       _cases.c.study_instance_uid == bindparam("study"))
-_FIND_PATIENT = select(_patients.c.id).where(_patients.c.site_id == bindparam("site"),
-                                             _patients.c.patient_key == bindparam("key"))
-_INSERT_CASE = insert(_cases).returning(_cases.c.id)
-_INSERT_PATIENT = insert(_patients).returning(_patients.c.id)
-_INSERT_OBJECT = insert(_objects).returning(_objects.c.id)
-_INSERT_JOB = insert(_jobs).returning(_jobs.c.id)
 
 
 class StorageUnavailable(RuntimeError):
@@ -106,6 +94,7 @@ class IngestService:
         self.db = db
         self.store = store
         self.publisher = publisher
+        self.rows = IngestRows(db)
         self._writer = futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="telediag-write")
 
     # -- DICOM ---------------------------------------------------------------------------
@@ -113,60 +102,75 @@ class IngestService:
         """Store one DICOM Part 10 object sent by ``device``."""
         info = inspect(data)
         digest = sha256_hex(data)
-        try:
-            known = self._known_instance(device, info.sop_instance_uid, digest, data)
-        except SQLAlchemyError as exc:
-            log.error("database unavailable while checking a received object: %s", type(exc).__name__)
-            raise StorageUnavailable("database unavailable") from exc
-        if known is not None:
-            return known
         key = dicom_key(device.site_id, info, digest)
-        # The write (mostly fsync, which releases the GIL) runs while the rows are inserted;
-        # the transaction commits only after the write is durable, and rolls back if it fails.
-        put = self._writer.submit(self._put, key, data, DICOM_MEDIA_TYPE)
+        row = ObjectRow(key=key, size=len(data), sha256=digest, media_type=DICOM_MEDIA_TYPE,
+                        sop_class_uid=info.sop_class_uid, sop_instance_uid=info.sop_instance_uid,
+                        series_instance_uid=info.series_instance_uid, transfer_syntax_uid=info.transfer_syntax_uid,
+                        modality=info.modality)
+        study = StudyRef(site_id=device.site_id, device_id=device.device_id,
+                         study_instance_uid=info.study_instance_uid, is_ecg=info.is_ecg, patient_key=info.patient_id,
+                         patient_name=info.patient_name, patient_sex=info.patient_sex,
+                         patient_birth_date=info.patient_birth_date)
         try:
-            with self.db.engine.connect() as conn:  # Core only: no ORM session on the hot path
-                case_id = self._case_for_study(conn, device, info)
-                now = utcnow()
-                object_id = conn.scalar(_INSERT_OBJECT, dict(
-                    case_id=case_id, key=key, size=len(data), sha256=digest, media_type=DICOM_MEDIA_TYPE,
-                    sop_class_uid=info.sop_class_uid, sop_instance_uid=info.sop_instance_uid,
-                    series_instance_uid=info.series_instance_uid, transfer_syntax_uid=info.transfer_syntax_uid,
-                    modality=info.modality, record_name=None, received_at=now))
-                job_id = conn.scalar(_INSERT_JOB, dict(
-                    object_id=object_id, kind=ANALYZE_ECG, state=JobState.PENDING, attempts=0, last_error=None,
-                    created_at=now, updated_at=now)) if info.is_ecg else None
-                put.result()  # raises StorageUnavailable: nothing is committed
-                conn.commit()
-                outcome = IngestOutcome(case_id, object_id, "stored", job_id)
-        except DBIntegrityError:
-            # Another association stored the same instance meanwhile: decide again on the committed row.
-            futures.wait([put])
-            known = self._known_instance(device, info.sop_instance_uid, digest, data)
-            if known is not None:
-                return known
-            raise StorageUnavailable("database refused the object row")
-        except SQLAlchemyError as exc:
-            futures.wait([put])
-            self._discard(key)
-            log.error("database unavailable while recording %s: %s", key, type(exc).__name__)
-            raise StorageUnavailable("database unavailable") from exc
-        log.debug("stored object %s (case %s, %d bytes, sop class %s)", outcome.object_id, outcome.case_id,
-                 len(data), info.sop_class_uid)
-        self._after_commit(outcome)
+            outcome = self._record_dicom(device, data, row, study)
+        except RowConflict:
+            # Another association recorded this instance, or this study's case, a moment ago:
+            # decide again on the committed rows (a re-send, a quarantine, or one more case row).
+            try:
+                outcome = self._record_dicom(device, data, row, study)
+            except RowConflict as exc:
+                log.error("database refused the row of %s twice", key)
+                raise StorageUnavailable("database refused the object row") from exc
+        if outcome.status == "stored":
+            log.debug("stored object %s (case %s, %d bytes, sop class %s)", outcome.object_id, outcome.case_id,
+                      len(data), info.sop_class_uid)
+            self._after_commit(outcome)
         return outcome
 
-    def _known_instance(self, device: DeviceIdentity, sop_instance_uid: str, digest: str,
-                        data: bytes) -> IngestOutcome | None:
-        """Recognise a re-send (same bytes: success, nothing new) or a conflicting object
-        under a known SOP Instance UID (kept aside in quarantine, never overwriting)."""
-        existing = self._stored_instance(sop_instance_uid)
-        if existing is None:
-            return None
+    def _record_dicom(self, device: DeviceIdentity, data: bytes, row: ObjectRow, study: StudyRef) -> IngestOutcome:
+        """One attempt: look the instance up, write the object while inserting its rows,
+        commit once the write is durable. Raises RowConflict when a unique constraint
+        says someone else got there first."""
+        put: futures.Future[bool] | None = None
+        try:
+            with self.rows.transaction() as tx:
+                known = tx.find_instance(row.sop_instance_uid)
+                if known is None:
+                    # The write (mostly fsync, which releases the GIL) runs while the rows are
+                    # inserted; the commit waits for it, and a failed write rolls everything back.
+                    put = self._writer.submit(self._put, row.key, data, DICOM_MEDIA_TYPE)
+                    now = utcnow()
+                    case_id = tx.case_for_study(study, now)
+                    object_id = tx.insert_object(case_id, row, now)
+                    job_id = tx.insert_job(object_id, ANALYZE_ECG, now) if study.is_ecg else None
+                    put.result()
+                    tx.commit()
+        except DatabaseUnavailable as exc:
+            if put is not None and self._wrote(put):  # never remove bytes another send may have recorded
+                self._discard(row.key)
+            log.error("database unavailable while recording %s: %s", row.key, exc)
+            raise StorageUnavailable("database unavailable") from exc
+        except RowConflict:
+            if put is not None:
+                futures.wait([put])  # the bytes are identical to what the winner recorded, or ours for the retry
+            raise
+        if known is not None:
+            return self._known_instance(device, known, row.sop_instance_uid, row.sha256, data)
+        return IngestOutcome(case_id, object_id, "stored", job_id)
+
+    @staticmethod
+    def _wrote(put: futures.Future[bool]) -> bool:
+        """Whether a finished or failing write created the object (waits for it)."""
+        futures.wait([put])
+        return put.exception() is None and put.result()
+
+    def _known_instance(self, device: DeviceIdentity, existing: KnownInstance, sop_instance_uid: str, digest: str,
+                        data: bytes) -> IngestOutcome:
+        """A re-send (same bytes: success, nothing new) or a conflicting object under a
+        known SOP Instance UID (kept aside in quarantine, never overwriting)."""
         if existing.sha256 == digest:
             log.info("re-send of stored object %s from device %s: already stored", existing.id, device.device_id)
             return IngestOutcome(existing.case_id, existing.id, "duplicate")
-        case_id = existing.case_id
         key = f"quarantine/{sop_instance_uid}/{digest}.dcm"
         self._put(key, data, DICOM_MEDIA_TYPE)
         try:
@@ -181,36 +185,14 @@ class IngestService:
             raise StorageUnavailable("database unavailable") from exc
         log.warning("conflicting object under a stored SOP Instance UID from device %s kept aside as %s",
                     device.device_id, key)
-        return IngestOutcome(case_id, None, "quarantined")
+        return IngestOutcome(existing.case_id, None, "quarantined")
 
-    def _stored_instance(self, uid: str):
-        """(id, sha256, case_id) of the stored object with this instance UID or WFDB fingerprint."""
-        with self.db.engine.connect() as conn:
-            return conn.execute(_FIND_INSTANCE, {"uid": uid}).first()
-
-    def _case_for_study(self, conn, device: DeviceIdentity, info: DicomInfo) -> int:
-        """The case of this study at the device's site, created with its patient on first sight."""
-        case_id = conn.scalar(_FIND_CASE, {"site": device.site_id, "study": info.study_instance_uid})
-        if case_id is None:
-            patient_id = self._patient_id(conn, device.site_id, info.patient_id, info.patient_name,
-                                          info.patient_sex, info.patient_birth_date)
-            now = utcnow()
-            case_id = conn.scalar(_INSERT_CASE, dict(
-                site_id=device.site_id, device_id=device.device_id, patient_id=patient_id,
-                kind=CaseKind.ECG if info.is_ecg else CaseKind.IMAGING, study_instance_uid=info.study_instance_uid,
-                status=CaseStatus.RECEIVED, received_at=now, updated_at=now))
-        return case_id
-
-    @staticmethod
-    def _patient_id(conn, site_id: int, key: str | None, name: str | None = None, sex: str | None = None,
-                    birth_date: str | None = None) -> int | None:
-        if not key:
-            return None
-        patient_id = conn.scalar(_FIND_PATIENT, {"site": site_id, "key": key})
-        if patient_id is None:
-            patient_id = conn.scalar(_INSERT_PATIENT, dict(site_id=site_id, patient_key=key, name=name, sex=sex,
-                                                           birth_date=birth_date))
-        return patient_id
+    def _stored_instance(self, uid: str) -> KnownInstance | None:
+        """The stored object with this instance UID or WFDB fingerprint."""
+        try:
+            return self.rows.find_instance(uid)
+        except (DatabaseUnavailable, RowConflict) as exc:
+            raise StorageUnavailable("database unavailable") from exc
 
     # -- WFDB ----------------------------------------------------------------------------
     def ingest_wfdb(self, device: DeviceIdentity, files: dict[str, bytes],
@@ -240,7 +222,7 @@ class IngestService:
             with self.db.uow() as uow:
                 s = uow.session
                 case = Case(site_id=device.site_id, device_id=device.device_id, kind=CaseKind.ECG,
-                            patient_id=self._patient_id(s.connection(), device.site_id, patient_id))
+                            patient_id=_patient_for(s, device.site_id, patient_id))
                 s.add(case)
                 header_obj = None
                 for name in sorted(files):
@@ -269,9 +251,10 @@ class IngestService:
         return outcome
 
     # -- shared steps --------------------------------------------------------------------
-    def _put(self, key: str, data: bytes, media_type: str) -> None:
+    def _put(self, key: str, data: bytes, media_type: str) -> bool:
+        """Write to the store; True when this call stored the bytes (see ``ObjectStore.put``)."""
         try:
-            self.store.put(key, data, media_type)
+            return self.store.put(key, data, media_type)
         except ObjectStoreError as exc:
             log.error("object store unavailable: %s", exc)
             raise StorageUnavailable("object store unavailable") from exc
@@ -287,6 +270,19 @@ class IngestService:
         if outcome.job_id is None:
             return
         self.publisher.publish([outcome.job_id])
+
+
+def _patient_for(session, site_id: int, key: str | None) -> int | None:
+    """The id of the site's patient with this identifier, created on first sight."""
+    if not key:
+        return None
+    patient_id = session.scalar(select(Patient.id).where(Patient.site_id == site_id, Patient.patient_key == key))
+    if patient_id is None:
+        patient = Patient(site_id=site_id, patient_key=key)
+        session.add(patient)
+        session.flush()
+        patient_id = patient.id
+    return patient_id
 
 
 def _wfdb_media_type(name: str, header_name: str) -> str:
