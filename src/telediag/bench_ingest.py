@@ -381,11 +381,26 @@ def run_orthanc(work: Path, src: list[Path], storescu: str, n: int, total: int, 
     return Row("orthanc (Debian, C++)", n, stored, wall, total, "" if rc == 0 else f"storescu exit {rc}")
 
 
+def _log_to_file(path: Path) -> logging.Handler:
+    """Send the servers' log lines (telediag logs every C-STORE at INFO, as in production) to
+    a file instead of the terminal, which keeps the cost of logging in the figures and the
+    tables readable."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+    return handler
+
+
 def format_table(rows: list[Row]) -> str:
-    lines = [f"{'server':<34} | {'instances/s':>11} | {'MB/s':>6} | {'wall s':>7} | {'stored':>6} | note",
-             "-" * 34 + "-+-" + "-" * 11 + "-+-" + "-" * 6 + "-+-" + "-" * 7 + "-+-" + "-" * 6 + "-+-----"]
+    lines = [f"{'server':<36} | {'instances/s':>11} | {'MB/s':>6} | {'wall s':>7} | {'stored':>6} | note",
+             "-" * 36 + "-+-" + "-" * 11 + "-+-" + "-" * 6 + "-+-" + "-" * 7 + "-+-" + "-" * 6 + "-+-----"]
     for r in rows:
-        lines.append(f"{r.server:<34} | {r.rate:>11.1f} | {r.mb_s:>6.1f} | {r.wall_s:>7.2f} | {r.stored:>6} | {r.note}")
+        lines.append(f"{r.server:<36} | {r.rate:>11.1f} | {r.mb_s:>6.1f} | {r.wall_s:>7.2f} | {r.stored:>6} | {r.note}")
     return "\n".join(lines)
 
 
@@ -407,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
         print("dcmtk storescu not found on PATH (apt-get install dcmtk)", file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix="telediag-bench-"))
+    log_handler = _log_to_file(work / "telediag.log")
     try:
         t0 = time.perf_counter()
         paths, source = generate_objects(work / "objects", args.n)
@@ -441,6 +457,8 @@ def main(argv: list[str] | None = None) -> int:
         ok = all(r.stored == r.objects and not r.note for r in rows.values())
         return 0 if ok else 1
     finally:
+        logging.getLogger().removeHandler(log_handler)
+        log_handler.close()
         if args.keep:
             print(f"kept {work}")
         else:
