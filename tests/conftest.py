@@ -26,6 +26,51 @@ def shared_dicom() -> Path:
     return path
 
 
+def ecg_objects_of_one_study(n: int) -> list[bytes]:
+    """``n`` distinct short 12-lead ECG objects (own SOP Instance and Series UIDs) of one new
+    study, as Part 10 bytes."""
+    import io
+
+    from pydicom.uid import generate_uid
+
+    from telediag.bench_ingest import make_ecg_dataset, synthetic_ecg_uv
+
+    ds = make_ecg_dataset(synthetic_ecg_uv()[:1000])
+    ds.StudyInstanceUID = generate_uid()
+    out = []
+    for _ in range(n):
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.SeriesInstanceUID = generate_uid()
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        out.append(buf.getvalue())
+    return out
+
+
+def send_concurrently(send: Callable[[bytes], object], objects: list[bytes]) -> tuple[list, list]:
+    """Call ``send`` on every object, each from its own thread, all released at once;
+    return (results, exceptions)."""
+    import threading
+
+    barrier = threading.Barrier(len(objects))
+    results: list = []
+    errors: list = []
+
+    def run(data: bytes) -> None:
+        barrier.wait()
+        try:
+            results.append(send(data))
+        except Exception as exc:  # reported to the caller
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(data,)) for data in objects]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results, errors
+
+
 @dataclass
 class Network:
     """The system under test plus one registered township device."""

@@ -15,7 +15,7 @@ from telediag.models import AnalysisResult, Case, CaseKind, Job, JobState, Quara
 from telediag.network import device_by_ae_title
 from telediag.objectstore import ObjectStoreError, sha256_hex
 
-from conftest import Network, wait_for
+from conftest import Network, ecg_objects_of_one_study, send_concurrently, wait_for
 
 
 def _count(network: Network, model) -> int:
@@ -144,3 +144,17 @@ def test_database_failure_after_put_removes_the_object(embedded: Network, shared
     monkeypatch.undo()
     assert _count(embedded, StoredObject) == 0
     assert not any(p.is_file() for p in (system.settings.data_dir / "objects").rglob("*.dcm"))
+
+
+def test_concurrent_instances_of_one_new_study_share_one_case(embedded: Network) -> None:
+    """Several associations deliver different objects of one new study at once (SQLite has
+    one writer: the losers of the race for the case row see it and join it)."""
+    system = embedded.system
+    device = device_by_ae_title(system.db, embedded.ae_title)
+    objects = ecg_objects_of_one_study(6)
+    outcomes, errors = send_concurrently(lambda data: system.ingest.ingest_dicom(device, data), objects)
+    assert errors == []
+    assert [o.status for o in outcomes] == ["stored"] * len(objects)
+    assert len({o.case_id for o in outcomes}) == 1
+    assert _count(embedded, Case) == 1 and _count(embedded, StoredObject) == len(objects)
+    assert _count(embedded, Job) == len(objects)

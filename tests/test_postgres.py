@@ -3,11 +3,13 @@ PostgreSQL does not (column lengths, real concurrent transactions) shows up here
 
 from __future__ import annotations
 
-import threading
+import io
 
+import pydicom
 import pytest
 from sqlalchemy import func, inspect as sa_inspect, select
 
+from conftest import ecg_objects_of_one_study, send_concurrently
 from services import PG_DEVICE_AE, ListPublisher, SAMPLE_DATA, SHARED_DATA, S3Server, sha256_bytes
 from telediag.db import Database
 from telediag.ingest import IngestService
@@ -75,21 +77,7 @@ def test_concurrent_sends_of_one_instance_store_it_once(pg_db: Database, ingest:
     if not src.is_file():
         src = SAMPLE_DATA / "dicom" / "test_ecg.dcm"
     data = src.read_bytes()
-    barrier = threading.Barrier(4)
-    outcomes, errors = [], []
-
-    def send() -> None:
-        barrier.wait()
-        try:
-            outcomes.append(ingest.ingest_dicom(device, data))
-        except Exception as exc:  # reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=send) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    outcomes, errors = send_concurrently(lambda data: ingest.ingest_dicom(device, data), [data] * 4)
     assert errors == []
     assert sorted(o.status for o in outcomes).count("stored") == 1
     assert {o.status for o in outcomes} <= {"stored", "duplicate"}
@@ -99,3 +87,40 @@ def test_concurrent_sends_of_one_instance_store_it_once(pg_db: Database, ingest:
         assert n == 1
         assert len({o.case_id for o in outcomes}) == 1
         assert uow.session.scalar(select(func.count()).select_from(Case).where(Case.id == outcomes[0].case_id)) == 1
+
+
+def test_concurrent_instances_of_one_new_study_share_one_case(pg_db: Database, ingest: IngestService) -> None:
+    """Two carts (or one cart on several associations) send different objects of one study
+    at once: the first to insert the case wins, the others see its row and join it; nobody
+    is told to retry."""
+    device = device_by_ae_title(pg_db, PG_DEVICE_AE)
+    objects = ecg_objects_of_one_study(6)
+    outcomes, errors = send_concurrently(lambda data: ingest.ingest_dicom(device, data), objects)
+    assert errors == []
+    assert [o.status for o in outcomes] == ["stored"] * len(objects)
+    assert len({o.case_id for o in outcomes}) == 1
+    study = pydicom.dcmread(io.BytesIO(objects[0])).StudyInstanceUID
+    with pg_db.uow() as uow:
+        assert uow.session.scalar(select(func.count()).select_from(Case).where(Case.study_instance_uid == study)) == 1
+        ids = [o.object_id for o in outcomes]
+        assert uow.session.scalar(select(func.count()).select_from(StoredObject).where(
+            StoredObject.id.in_(ids), StoredObject.case_id == outcomes[0].case_id)) == len(objects)
+        assert uow.session.scalar(select(func.count()).select_from(Job).where(Job.object_id.in_(ids))) == len(objects)
+
+
+def test_unreachable_database_is_storage_unavailable_and_writes_nothing(seaweed: S3Server, s3_bucket: str,
+                                                                        pg_db: Database) -> None:
+    """PostgreSQL down (nothing listens on its port): the sender is told to retry, and no
+    bytes were put in the store, since nothing could have recorded them."""
+    from services import free_port
+    from telediag.ingest import StorageUnavailable
+
+    device = device_by_ae_title(pg_db, PG_DEVICE_AE)
+    down = Database(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/telediag?connect_timeout=2")
+    store = open_store(seaweed.url(s3_bucket))
+    try:
+        with pytest.raises(StorageUnavailable):
+            IngestService(down, store, ListPublisher()).ingest_dicom(device, ecg_objects_of_one_study(1)[0])
+    finally:
+        down.dispose()
+    assert list(seaweed.client().list_objects(s3_bucket, recursive=True)) == []

@@ -133,7 +133,7 @@ class IngestRows:
         """
         try:
             conn = self.engine.raw_connection()
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, self._dbapi.Error) as exc:  # the pool may pass on the driver's own
             raise DatabaseUnavailable(type(exc).__name__) from exc
         tx = RowTransaction(self, conn)
         try:
