@@ -60,6 +60,11 @@ SECONDS = 10
 BENCH_AE = "BENCHCART"
 
 
+def _bench_ae(run: str) -> str:
+    """The sending cart's AE title for one run (unique, so a shared database can be reused)."""
+    return (BENCH_AE + run.upper())[:16]
+
+
 def _project_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
@@ -264,10 +269,10 @@ class Row:
 
 
 def send_all(storescu: str, port: int, called_ae: str, src_dirs: list[Path],
-             timeout_s: float) -> tuple[float, int, str]:
+             timeout_s: float, calling_ae: str = BENCH_AE) -> tuple[float, int, str]:
     """One storescu association per folder, all at once; return (wall s, worst exit code, output tail)."""
     t0 = time.perf_counter()
-    procs = [subprocess.Popen([storescu, "-aet", BENCH_AE, "-aec", called_ae, "127.0.0.1", str(port), "+sd", str(d)],
+    procs = [subprocess.Popen([storescu, "-aet", calling_ae, "-aec", called_ae, "127.0.0.1", str(port), "+sd", str(d)],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for d in src_dirs]
     outs = [p.communicate(timeout=timeout_s)[0] for p in procs]
     wall = time.perf_counter() - t0
@@ -286,27 +291,35 @@ def split_folders(paths: list[Path], work: Path, k: int) -> list[Path]:
     return folders
 
 
-def _count_stored(system) -> int:
+def _count_stored(system, device_id: int) -> int:
     from sqlalchemy import func, select
 
-    from telediag.models import StoredObject
+    from telediag.models import Case, StoredObject
 
     with system.db.uow() as uow:
-        return int(uow.session.scalar(select(func.count()).select_from(StoredObject)))
+        return int(uow.session.scalar(select(func.count()).select_from(StoredObject).join(Case)
+                                      .where(Case.device_id == device_id)))
 
 
 def run_telediag(work: Path, src: list[Path], storescu: str, n: int, total: int, with_worker: bool,
-                 timeout_s: float) -> Row:
+                 timeout_s: float, servers: dict[str, str | None]) -> Row:
+    """telediag's SCP in embedded mode, or against the servers named in ``servers``
+    (``database_url``, ``object_store_url``, ``broker_url``; None keeps the embedded part).
+    The bench network gets names unique to this run, so a shared database can be reused."""
     from telediag.config import Settings
     from telediag.dicom_scp import StorageSCP
     from telediag.network import add_device, add_site
     from telediag.system import System
 
-    system = System(Settings(data_dir=work / "telediag-data"))
-    add_site(system.db, "Bench Prefecture", "prefecture")
-    add_site(system.db, "Bench County", "county", "Bench Prefecture")
-    add_site(system.db, "Bench Township", "township", "Bench County")
-    add_device(system.db, "bench-cart", "Bench Township", BENCH_AE)
+    settings = Settings(data_dir=work / "telediag-data", database_url=servers.get("database_url"),
+                        object_store_url=servers.get("object_store_url"),
+                        broker_url=servers.get("broker_url") or "stub://")
+    system = System(settings)
+    run = work.name.rsplit("-", 1)[-1]
+    add_site(system.db, f"Bench Prefecture {run}", "prefecture")
+    add_site(system.db, f"Bench County {run}", "county", f"Bench Prefecture {run}")
+    add_site(system.db, f"Bench Township {run}", "township", f"Bench County {run}")
+    device_id, _ = add_device(system.db, f"bench-cart-{run}", f"Bench Township {run}", _bench_ae(run))
     system.store  # open before timing
     worker = system.worker(threads=1) if with_worker else None
     if worker is not None:
@@ -314,15 +327,16 @@ def run_telediag(work: Path, src: list[Path], storescu: str, n: int, total: int,
     scp = StorageSCP(system.ingest, system.db, ae_title="TELEDIAG", host="127.0.0.1", port=0)
     scp.start()
     try:
-        wall, rc, out = send_all(storescu, scp.port, "TELEDIAG", src, timeout_s)
-        stored = _count_stored(system)
+        wall, rc, out = send_all(storescu, scp.port, "TELEDIAG", src, timeout_s, _bench_ae(run))
+        stored = _count_stored(system, device_id)
     finally:
         scp.stop()
         if worker is not None:
             worker.stop()
         system.close()
     note = "" if rc == 0 else f"storescu exit {rc}: {out.strip().splitlines()[-1] if out.strip() else ''}"
-    name = "telediag (durable" + (", worker on)" if with_worker else ")")
+    parts = [url.split(":", 1)[0].split("+")[0] for url in servers.values() if url]  # postgresql, s3, redis
+    name = "telediag (" + (", ".join(parts) if parts else "durable") + (", worker on)" if with_worker else ")")
     return Row(name, n, stored, wall, total, note)
 
 
@@ -413,10 +427,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="leave out one of the servers (repeatable)")
     parser.add_argument("--timeout", type=float, default=600.0, help="limit per storescu run, seconds")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--database-url", help="run telediag against this database (default: embedded SQLite)")
+    parser.add_argument("--object-store-url", help="... this object store, e.g. s3://ACCESS:SECRET@HOST:PORT/BUCKET")
+    parser.add_argument("--broker-url", help="... and this broker, e.g. redis://127.0.0.1:6379/0")
     parser.add_argument("--associations", type=int, default=1,
                         help="concurrent storescu associations (several carts at once); the issue's figure is 1")
     args = parser.parse_args(argv)
 
+    servers = {"database_url": args.database_url, "object_store_url": args.object_store_url,
+               "broker_url": args.broker_url}
     storescu = find_dcmtk("storescu")
     if storescu is None:
         print("dcmtk storescu not found on PATH (apt-get install dcmtk)", file=sys.stderr)
@@ -435,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
             (variant, lambda variant=variant: run_bare(work, src, storescu, len(paths), total, variant, args.timeout))
             for variant in BARE_VARIANTS] + [
             ("telediag", lambda: run_telediag(work, src, storescu, len(paths), total, args.with_worker,
-                                              args.timeout)),
+                                              args.timeout, servers)),
             ("orthanc", lambda: run_orthanc(work, src, storescu, len(paths), total, args.timeout)),
         ]
         rows: dict[str, Row] = {}
