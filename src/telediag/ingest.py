@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import logging
 import os
-from concurrent import futures
+import threading
 import time
 import uuid
+from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol, Sequence
@@ -87,6 +88,10 @@ def dicom_key(site_id: int, info: DicomInfo, sha256: str) -> str:
             f"/{info.sop_instance_uid}.{sha256[:16]}.dcm")
 
 
+#: Stripes of the per-SOP-instance lock (a lock per UID would grow without bound).
+_INSTANCE_LOCKS = 64
+
+
 class IngestService:
     """The one place where received objects become stored, recorded and queued."""
 
@@ -96,6 +101,7 @@ class IngestService:
         self.publisher = publisher
         self.rows = IngestRows(db)
         self._writer = futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="telediag-write")
+        self._instance_locks = [threading.Lock() for _ in range(_INSTANCE_LOCKS)]
 
     # -- DICOM ---------------------------------------------------------------------------
     def ingest_dicom(self, device: DeviceIdentity, data: bytes) -> IngestOutcome:
@@ -111,16 +117,20 @@ class IngestService:
                          study_instance_uid=info.study_instance_uid, is_ecg=info.is_ecg, patient_key=info.patient_id,
                          patient_name=info.patient_name, patient_sex=info.patient_sex,
                          patient_birth_date=info.patient_birth_date)
-        try:
-            outcome = self._record_dicom(device, data, row, study)
-        except RowConflict:
-            # Another association recorded this instance, or this study's case, a moment ago:
-            # decide again on the committed rows (a re-send, a quarantine, or one more case row).
+        # Sends of one SOP instance through this process take turns, so the second sees the
+        # first one's committed row: a re-send or a quarantine, and never the owner of bytes
+        # that the first one recorded (which a failing second one would otherwise delete).
+        with self._instance_locks[hash(info.sop_instance_uid) % _INSTANCE_LOCKS]:
             try:
                 outcome = self._record_dicom(device, data, row, study)
-            except RowConflict as exc:
-                log.error("database refused the row of %s twice", key)
-                raise StorageUnavailable("database refused the object row") from exc
+            except RowConflict:
+                # Another process recorded this instance, or another association this study's
+                # case, a moment ago: decide again on the committed rows.
+                try:
+                    outcome = self._record_dicom(device, data, row, study)
+                except RowConflict as exc:
+                    log.error("database refused the row of %s twice", key)
+                    raise StorageUnavailable("database refused the object row") from exc
         if outcome.status == "stored":
             log.debug("stored object %s (case %s, %d bytes, sop class %s)", outcome.object_id, outcome.case_id,
                       len(data), info.sop_class_uid)
@@ -146,7 +156,9 @@ class IngestService:
                     put.result()
                     tx.commit()
         except DatabaseUnavailable as exc:
-            if put is not None and self._wrote(put):  # never remove bytes another send may have recorded
+            # Remove only bytes this call wrote: identical bytes already there may be another
+            # send's (from another process, which the instance lock does not cover).
+            if put is not None and self._wrote(put):
                 self._discard(row.key)
             log.error("database unavailable while recording %s: %s", row.key, exc)
             raise StorageUnavailable("database unavailable") from exc

@@ -140,6 +140,7 @@ class IngestRows:
             yield tx
         finally:
             try:
+                tx.cursor.close()
                 if not tx.committed:
                     conn.rollback()
             except self._dbapi.Error:
@@ -167,14 +168,14 @@ class RowTransaction:
     def __init__(self, rows: IngestRows, conn) -> None:
         self._rows = rows
         self._conn = conn
-        self._cursor = conn.cursor()
+        self.cursor = conn.cursor()
         self.committed = False
 
     def _one(self, name: str, values: dict[str, Any]) -> Any:
         stmt = self._rows._stmts[name]
         with self._rows._errors():
-            self._cursor.execute(stmt.sql, stmt.params(values))
-            return self._cursor.fetchone()
+            self.cursor.execute(stmt.sql, stmt.params(values))
+            return self.cursor.fetchone()
 
     def _id(self, name: str, values: dict[str, Any]) -> int | None:
         row = self._one(name, values)
