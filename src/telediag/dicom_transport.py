@@ -190,8 +190,8 @@ def install_prompt_reactor(assoc: Any) -> bool:
             raw = getattr(dul.socket, "socket", None)
             try:
                 select.select([raw, pipe.reader], [], [], IDLE_WAKE_S)
-            except (OSError, TypeError, ValueError):  # socket closed meanwhile: let pynetdicom see it
-                pass
+            except (OSError, TypeError, ValueError):  # socket closed: pynetdicom winds down; no busy loop
+                select.select([pipe.reader], [], [], IDLE_WAKE_S)
             pipe.drain()
         return stock_transport_event()
 
