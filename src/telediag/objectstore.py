@@ -103,7 +103,7 @@ class LocalFolderStore:
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self._durable_dirs: OrderedDict[Path, None] = OrderedDict({self.root: None})
+        self._durable_dirs: OrderedDict[Path, None] = OrderedDict()
         self._dirs_lock = threading.Lock()
 
     def _path(self, key: str) -> Path:
@@ -162,15 +162,15 @@ class LocalFolderStore:
         return True
 
     def _make_dirs_durable(self, directory: Path) -> None:
-        """fsync the parent of ``directory`` and of each ancestor up to the first one known
-        durable, so that a folder created for this key (by this or a concurrent ``put``)
-        survives a crash along with the file."""
+        """fsync the parent of ``directory`` and of each ancestor below the store root up to
+        the first one known durable, so that a folder created for this key (by this or a
+        concurrent ``put``) survives a crash along with the file."""
         with self._dirs_lock:
             if directory in self._durable_dirs:
                 self._durable_dirs.move_to_end(directory)
                 return
         chain = []
-        while directory not in self._durable_dirs and directory != directory.parent:
+        while directory != self.root and directory not in self._durable_dirs:
             chain.append(directory)
             directory = directory.parent
         for folder in chain:
