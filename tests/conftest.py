@@ -11,7 +11,8 @@ import pytest
 
 from telediag.config import Settings
 from telediag.network import add_device, add_site
-from telediag.system import System
+from telediag.bootstrap import System
+
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -24,27 +25,6 @@ def shared_dicom() -> Path:
     if not path.is_dir():
         pytest.skip("../shared/data/dicom is not present")
     return path
-
-
-def ecg_objects_of_one_study(n: int) -> list[bytes]:
-    """``n`` distinct short 12-lead ECG objects (own SOP Instance and Series UIDs) of one new
-    study, as Part 10 bytes."""
-    import io
-
-    from pydicom.uid import generate_uid
-
-    from telediag.bench_ingest import make_ecg_dataset, synthetic_ecg_uv
-
-    ds = make_ecg_dataset(synthetic_ecg_uv()[:1000])
-    ds.StudyInstanceUID = generate_uid()
-    out = []
-    for _ in range(n):
-        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-        ds.SeriesInstanceUID = generate_uid()
-        buf = io.BytesIO()
-        ds.save_as(buf, enforce_file_format=True)
-        out.append(buf.getvalue())
-    return out
 
 
 def send_concurrently(send: Callable[[bytes], object], objects: list[bytes]) -> tuple[list, list]:

@@ -12,10 +12,10 @@ import dramatiq
 import pytest
 
 from services import unavailable
-from telediag.dcmtk import find_dcmtk
+from telediag.bench.dcmtk import find_dcmtk
 from telediag.config import Settings
-from telediag.dicom_scp import StorageSCP
-from telediag.system import System
+from telediag.ingest.scp import StorageSCP
+from telediag.bootstrap import System
 
 from conftest import Network, register_network
 
@@ -71,7 +71,7 @@ def running_scp(tmp_path: Path, dcmtk_tools: tuple[str, str]) -> Iterator[Runnin
     system.analysis_actor  # declare the actor before the worker consumes
     worker = dramatiq.Worker(system.broker, worker_threads=1, worker_timeout=50)
     worker.start()
-    scp = StorageSCP(system.ingest, system.db, ae_title=SCP_AE, host="127.0.0.1", port=0,
+    scp = StorageSCP(system.ingest, system.authorize, ae_title=SCP_AE, host="127.0.0.1", port=0,
                      max_object_bytes=4 * 1024 * 1024)
     scp.start()
     try:

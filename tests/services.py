@@ -44,8 +44,10 @@ from urllib.parse import quote
 
 import pytest
 
-from telediag.dcmtk import find_dcmtk
-from telediag.db import Database
+from telediag.bench.dcmtk import find_dcmtk
+from telediag.domain import ObjectStored
+from telediag.messagebus import MessageBus
+from telediag.store import Database
 from telediag.network import add_device, add_site
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,14 +161,14 @@ def postgres_url(pg_server: PostgresServer, request: pytest.FixtureRequest) -> I
 PG_DEVICE_AE = "CARTPG"
 
 
-class ListPublisher:
-    """Collects the job ids ingest hands over after commit (for tests where the broker is not under test)."""
+class ListPublisher(MessageBus):
+    """A message bus that collects the job ids ingest announces after commit (for tests
+    where the broker is not under test)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.published: list[int] = []
-
-    def publish(self, job_ids) -> None:
-        self.published.extend(job_ids)
+        self.subscribe(ObjectStored, lambda event: self.published.extend([event.job_id] if event.job_id else []))
 
 
 @pytest.fixture(scope="module")
@@ -481,7 +483,8 @@ def register_network_cli(env: dict[str, str], suffix: str = "") -> Registered:
 class TelediagProcess:
     """One ``telediag`` subprocess with its log file."""
 
-    def __init__(self, name: str, args: Sequence[str], env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, name: str, args: Sequence[str], env: dict[str, str], log_path: Path,
+                 launcher: Sequence[str] = ("-m", "telediag.cli")) -> None:
         self.name = name
         self.args = list(args)
         self.env = env
@@ -489,7 +492,7 @@ class TelediagProcess:
         with open(log_path, "ab") as log:
             log.write(f"$ telediag {' '.join(self.args)}\n".encode())
             log.flush()
-            self.proc = subprocess.Popen([sys.executable, "-m", "telediag.cli", *self.args], env=env, stdout=log,
+            self.proc = subprocess.Popen([sys.executable, *launcher, *self.args], env=env, stdout=log,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
 
     @property
@@ -574,25 +577,32 @@ class ProcessGroup:
     log_dir: Path
     processes: list[TelediagProcess] = field(default_factory=list)
 
-    def start(self, name: str, args: Sequence[str], env: dict[str, str]) -> TelediagProcess:
+    def start(self, name: str, args: Sequence[str], env: dict[str, str],
+              pause_after_commit: Path | None = None) -> TelediagProcess:
+        """Start ``telediag ARGS``; with ``pause_after_commit``, the process stops after its first
+        ingest commit, before publishing, and writes its pid to that file
+        (``tests/telediag_paused_after_commit.py``)."""
         n = sum(1 for p in self.processes if p.name.split("#")[0] == name)
         label = f"{name}#{n + 1}" if n else name
-        proc = TelediagProcess(label, args, env, self.log_dir / f"{label.replace('#', '-')}.log")
+        launcher = ("-m", "telediag.cli") if pause_after_commit is None else \
+            (str(Path(__file__).with_name("telediag_paused_after_commit.py")), str(pause_after_commit))
+        proc = TelediagProcess(label, args, env, self.log_dir / f"{label.replace('#', '-')}.log", launcher)
         self.processes.append(proc)
         return proc
 
     def api(self, env: dict[str, str], port: int | None = None, name: str = "api",
-            wait: bool = True) -> tuple[TelediagProcess, int]:
+            wait: bool = True, pause_after_commit: Path | None = None) -> tuple[TelediagProcess, int]:
         """``telediag api`` on a free port; with ``wait``, return once /health answers."""
         port = port or free_port()
-        proc = self.start(name, ["api", "--http-port", str(port)], env)
+        proc = self.start(name, ["api", "--http-port", str(port)], env, pause_after_commit)
         return (proc.wait_http(port) if wait else proc), port
 
     def scp(self, env: dict[str, str], port: int | None = None, name: str = "scp",
-            wait: bool = True) -> tuple[TelediagProcess, int]:
+            wait: bool = True, pause_after_commit: Path | None = None) -> tuple[TelediagProcess, int]:
         """``telediag scp`` on a free loopback port; with ``wait``, return once it listens."""
         port = port or free_port()
-        proc = self.start(name, ["scp", "--dicom-port", str(port)], {**env, "TELEDIAG_DICOM_HOST": LOOPBACK})
+        proc = self.start(name, ["scp", "--dicom-port", str(port)], {**env, "TELEDIAG_DICOM_HOST": LOOPBACK},
+                          pause_after_commit)
         return (proc.wait_port(port) if wait else proc), port
 
     def worker(self, env: dict[str, str], threads: int = 1, name: str = "worker",

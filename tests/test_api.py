@@ -10,8 +10,8 @@ import pytest
 import wfdb
 from sqlalchemy import func, select
 
-from telediag.api import BackgroundServer
-from telediag.models import StoredObject
+from telediag.web import BackgroundServer
+from telediag.store.tables import StoredObject
 
 from conftest import SHARED_DATA, Network, wait_for
 from services import free_port

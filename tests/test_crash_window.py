@@ -1,7 +1,8 @@
 """The crash window between "committed" and "published", proven with real processes.
 
-``TELEDIAG_FAULT_PAUSE=after-commit=MARKER`` makes a telediag process write MARKER and block
-right after the ingest transaction committed and before the job is handed to the broker.
+``procs.api(..., pause_after_commit=MARKER)`` starts a telediag process whose ``ObjectStored``
+handler (``tests/telediag_paused_after_commit.py``) writes MARKER and blocks: right after the
+ingest transaction committed and before the job is handed to the broker.
 The tests SIGKILL the process there: the device got no success, the job row is ``pending``
 and nowhere on the broker. A fresh process (whose sweeper publishes orphaned ``pending``
 jobs at start) and a worker must then finish the job exactly once, and the device's resend
@@ -32,8 +33,8 @@ from services import (
     telediag_env,
     wait_until,
 )
-from telediag.db import Database
-from telediag.models import AnalysisResult, Case, CaseStatus, Job, JobState, StoredObject
+from telediag.store import Database
+from telediag.store.tables import AnalysisResult, Case, CaseStatus, Job, JobState, StoredObject
 from telediag.network import add_device, add_site
 
 pytest_plugins = ["services"]
@@ -94,15 +95,14 @@ def test_kill_between_commit_and_publish_loses_nothing(entry: str, stack, redis_
                                                        s3_bucket: str, procs, tmp_path: Path) -> None:
     env, db, api_key = stack
     marker = tmp_path / "paused-after-commit"
-    faulty = {**env, "TELEDIAG_FAULT_PAUSE": f"after-commit={marker}"}
 
     # 1. the device sends; the receiving process commits and stops in the window
     if entry == "api":
-        proc, port = procs.api(faulty)
+        proc, port = procs.api(env, pause_after_commit=marker)
         sender = BackgroundCall(lambda: _post_wfdb(port, api_key, _wfdb_files()))
         sender.start()
     else:
-        proc, port = procs.scp(faulty)
+        proc, port = procs.scp(env, pause_after_commit=marker)
         sender = storescu_async(port, "CART1", [_dicom("waveform_ecg.dcm")])
 
     def paused() -> bool:

@@ -17,12 +17,12 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from telediag import dicom_objects
-from telediag.bench_ingest import make_ecg_dataset, synthetic_ecg_uv
-from telediag.dicom_objects import DicomInfo, InvalidObject, inspect
-from telediag.dicom_scan import read_file_meta, scan
+from telediag.ingest import dicom as dicom_objects
+from telediag.ingest.dicom import DicomInfo, InvalidObject, inspect
+from telediag.ingest.dicom_scan import read_file_meta, scan
 
 from conftest import SAMPLE_DATA, SHARED_DATA
+from factories import ecg_dataset, synthetic_ecg_uv
 
 LITTLE_ENDIAN = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
 
@@ -58,7 +58,7 @@ def no_pydicom_reader(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def ecg() -> Dataset:
     """A small valid 12-lead ECG (1 s of samples keeps the tests quick)."""
-    return make_ecg_dataset(synthetic_ecg_uv()[:500])
+    return ecg_dataset(synthetic_ecg_uv()[:500])
 
 
 def _part10(ds: Dataset, transfer_syntax: str = ExplicitVRLittleEndian) -> bytes:

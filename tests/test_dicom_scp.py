@@ -25,9 +25,9 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE, _config
 from sqlalchemy import func, select
 
-from telediag.models import AnalysisResult, Case, CaseKind, Job, JobState, QuarantinedObject, StoredObject
+from telediag.store.tables import AnalysisResult, Case, CaseKind, Job, JobState, QuarantinedObject, StoredObject
 from telediag.network import add_device
-from telediag.objectstore import sha256_hex
+from telediag.store.objects import sha256_hex
 
 from conftest import Network, wait_for
 from scp_fixtures import SCP_AE, RunningSCP, dcmtk_tools, running_scp  # noqa: F401  (fixtures)
@@ -354,7 +354,7 @@ def test_part10_prefix_matches_pydicoms_file_meta_encoding(uid: str, ae: str | N
     from pydicom.filewriter import write_file_meta_info
     from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
 
-    from telediag.dicom_scp import part10_prefix
+    from telediag.ingest.scp import part10_prefix
 
     meta = FileMetaDataset()
     meta.FileMetaInformationVersion = b"\x00\x01"

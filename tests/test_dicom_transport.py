@@ -21,7 +21,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from telediag.dicom_transport import QuickAckSocket, install_prompt_reactor, install_quick_ack
+from telediag.ingest.transport import QuickAckSocket, install_prompt_reactor, install_quick_ack
 
 from conftest import wait_for
 

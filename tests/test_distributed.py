@@ -28,9 +28,9 @@ from services import (
     telediag_env,
     wait_until,
 )
-from telediag.db import Database
-from telediag.ecg.io import read_dicom_waveform, read_wfdb
-from telediag.models import AnalysisResult, Case, CaseKind, CaseStatus, Device, Job, JobState, Site, StoredObject
+from telediag.store import Database
+from telediag.ecg.readers import read_dicom_waveform, read_wfdb
+from telediag.store.tables import AnalysisResult, Case, CaseKind, CaseStatus, Device, Job, JobState, Site, StoredObject
 
 pytest_plugins = ["services"]
 pytestmark = pytest.mark.services

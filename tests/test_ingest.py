@@ -9,13 +9,14 @@ import pydicom
 import pytest
 from sqlalchemy import func, select
 
-from telediag.dicom_objects import InvalidObject
+from telediag.ingest.dicom import InvalidObject
 from telediag.ingest import StorageUnavailable
-from telediag.models import AnalysisResult, Case, CaseKind, Job, JobState, QuarantinedObject, StoredObject
+from telediag.store.tables import AnalysisResult, Case, CaseKind, Job, JobState, QuarantinedObject, StoredObject
 from telediag.network import device_by_ae_title
-from telediag.objectstore import ObjectStoreError, sha256_hex
+from telediag.store.objects import ObjectStoreError, sha256_hex
 
-from conftest import Network, ecg_objects_of_one_study, send_concurrently, wait_for
+from conftest import Network, send_concurrently, wait_for
+from factories import ecg_objects_of_one_study
 
 
 def _count(network: Network, model) -> int:
@@ -130,7 +131,7 @@ def test_database_failure_after_put_removes_the_object(embedded: Network, shared
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """A committed row is the only proof of storage; a file without one must not linger.
     (The same against a real PostgreSQL refusing the row: test_s3_store.)"""
-    from telediag.ingest_rows import DatabaseUnavailable
+    from telediag.store import DatabaseUnavailable
 
     system = embedded.system
     device = device_by_ae_title(system.db, embedded.ae_title)
@@ -138,7 +139,7 @@ def test_database_failure_after_put_removes_the_object(embedded: Network, shared
     def broken_commit(self) -> None:
         raise DatabaseUnavailable("disk I/O error")
 
-    monkeypatch.setattr("telediag.ingest_rows.RowTransaction.commit", broken_commit)
+    monkeypatch.setattr("telediag.store.hotpath.RowTransaction.commit", broken_commit)
     with pytest.raises(StorageUnavailable):
         system.ingest.ingest_dicom(device, (shared_dicom / "CT_small.dcm").read_bytes())
     monkeypatch.undo()

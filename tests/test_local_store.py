@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from telediag import objectstore
-from telediag.objectstore import IntegrityError, LocalFolderStore, ObjectStoreError, sha256_hex
+from telediag.store import objects as objectstore
+from telediag.store.objects import IntegrityError, LocalFolderStore, ObjectStoreError, sha256_hex
 
 KEY = "sites/1/studies/1.2.3/series/1.2.3.4/1.2.3.4.5.abcdef0123456789.dcm"
 

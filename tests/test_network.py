@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from telediag.db import Database
+from telediag.store import Database
 from telediag.network import device_by_ae_title, device_by_api_key
 
 

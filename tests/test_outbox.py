@@ -8,9 +8,9 @@ from pathlib import Path
 from sqlalchemy import select
 
 from telediag.config import Settings
-from telediag.models import Job, JobState
+from telediag.store.tables import Job, JobState
 from telediag.network import device_by_ae_title
-from telediag.system import System
+from telediag.bootstrap import System
 
 from conftest import register_network, wait_for
 

@@ -9,13 +9,14 @@ import pydicom
 import pytest
 from sqlalchemy import func, inspect as sa_inspect, select
 
-from conftest import ecg_objects_of_one_study, send_concurrently
+from conftest import send_concurrently
+from factories import ecg_objects_of_one_study
 from services import PG_DEVICE_AE, ListPublisher, SAMPLE_DATA, SHARED_DATA, S3Server, sha256_bytes
-from telediag.db import Database
+from telediag.store import Database
 from telediag.ingest import IngestService
-from telediag.models import Case, Job, JobState, QuarantinedObject, StoredObject
+from telediag.store.tables import Case, Job, JobState, QuarantinedObject, StoredObject
 from telediag.network import device_by_ae_title
-from telediag.objectstore import open_store
+from telediag.store.objects import open_object_store
 
 pytest_plugins = ["services"]
 pytestmark = pytest.mark.services
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.services
 
 @pytest.fixture
 def ingest(pg_db: Database, seaweed: S3Server, s3_bucket: str) -> IngestService:
-    return IngestService(pg_db, open_store(seaweed.url(s3_bucket)), ListPublisher())
+    return IngestService(pg_db, open_object_store(seaweed.url(s3_bucket)), ListPublisher())
 
 
 def test_migrations_create_the_schema_and_are_idempotent(pg_db: Database) -> None:
@@ -37,7 +38,7 @@ def test_wfdb_record_is_recorded_and_a_reupload_is_a_duplicate(pg_db: Database, 
     device = device_by_ae_title(pg_db, PG_DEVICE_AE)
     files = {p.name: p.read_bytes() for p in sorted((SAMPLE_DATA / "wfdb").glob("mitdb101_600s.*"))}
     outcome = ingest.ingest_wfdb(device, files, patient_id="P-PG-1")
-    assert outcome.status == "stored" and outcome.job_id in ingest.publisher.published
+    assert outcome.status == "stored" and outcome.job_id in ingest.bus.published
     with pg_db.uow() as uow:
         rows = list(uow.session.scalars(select(StoredObject).where(StoredObject.case_id == outcome.case_id)))
         assert sorted(r.key.rsplit("/", 1)[-1] for r in rows) == sorted(files)
@@ -117,7 +118,7 @@ def test_unreachable_database_is_storage_unavailable_and_writes_nothing(seaweed:
 
     device = device_by_ae_title(pg_db, PG_DEVICE_AE)
     down = Database(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/telediag?connect_timeout=2")
-    store = open_store(seaweed.url(s3_bucket))
+    store = open_object_store(seaweed.url(s3_bucket))
     try:
         with pytest.raises(StorageUnavailable):
             IngestService(down, store, ListPublisher()).ingest_dicom(device, ecg_objects_of_one_study(1)[0])

@@ -12,12 +12,12 @@ import pytest
 from sqlalchemy import func, select, text
 
 from services import PG_DEVICE_AE, ListPublisher, SAMPLE_DATA, SHARED_DATA, BackgroundCall, S3Server, free_port, sha256_bytes, start_seaweed
-from telediag.db import Database
-from telediag.dicom_objects import inspect
-from telediag.ingest import IngestService, StorageUnavailable, dicom_key
-from telediag.models import Case, Job, Patient, QuarantinedObject, StoredObject
+from telediag.store import Database
+from telediag.ingest.dicom import inspect
+from telediag.ingest.service import IngestService, StorageUnavailable, dicom_key
+from telediag.store.tables import Case, Job, Patient, QuarantinedObject, StoredObject
 from telediag.network import device_by_ae_title
-from telediag.objectstore import IntegrityError, ObjectStoreError, S3Store, open_store
+from telediag.store.objects import IntegrityError, ObjectStoreError, S3Store, open_object_store
 
 pytest_plugins = ["services"]
 pytestmark = pytest.mark.services
@@ -28,16 +28,16 @@ WFDB = SAMPLE_DATA / "wfdb"
 
 @pytest.fixture
 def store(seaweed: S3Server, s3_bucket: str) -> S3Store:
-    return open_store(seaweed.url(s3_bucket))
+    return open_object_store(seaweed.url(s3_bucket))
 
 
 def test_bucket_is_created_when_missing(seaweed: S3Server, s3_bucket: str) -> None:
     client = seaweed.client()
     assert not client.bucket_exists(s3_bucket)
-    store = open_store(seaweed.url(s3_bucket))
+    store = open_object_store(seaweed.url(s3_bucket))
     assert isinstance(store, S3Store)
     assert client.bucket_exists(s3_bucket)
-    open_store(seaweed.url(s3_bucket))  # opening again with the bucket there is fine
+    open_object_store(seaweed.url(s3_bucket))  # opening again with the bucket there is fine
     assert client.bucket_exists(s3_bucket)
 
 
@@ -113,8 +113,8 @@ def test_unreachable_server_fails_fast_with_object_store_error(seaweed: S3Server
     _assert_fast_store_error(lambda: store.delete("a/b"))
 
 
-def test_open_store_on_unreachable_server_raises_object_store_error(seaweed: S3Server) -> None:
-    _assert_fast_store_error(lambda: open_store(seaweed.url("telediag").replace(str(seaweed.port),
+def test_open_object_store_on_unreachable_server_raises_object_store_error(seaweed: S3Server) -> None:
+    _assert_fast_store_error(lambda: open_object_store(seaweed.url("telediag").replace(str(seaweed.port),
                                                                                 str(free_port()))))
 
 
@@ -155,7 +155,7 @@ def test_hung_server_fails_within_20_s() -> None:
 
 
 def test_wrong_credentials_are_an_object_store_error(seaweed: S3Server, s3_bucket: str) -> None:
-    good = open_store(seaweed.url(s3_bucket))
+    good = open_object_store(seaweed.url(s3_bucket))
     bad = S3Store(seaweed.endpoint, seaweed.access_key, "not-the-secret", s3_bucket)
     _assert_fast_store_error(lambda: bad.put("a/b", b"data"))
     assert not good.exists("a/b")
@@ -178,7 +178,7 @@ def test_ingest_during_s3_outage_raises_storage_unavailable_and_records_nothing(
                                                                                  tmp_path: Path) -> None:
     server = start_seaweed(tmp_path / "weed")  # a private server: this test kills it
     try:
-        store = open_store(server.url("outage"))
+        store = open_object_store(server.url("outage"))
         publisher = ListPublisher()
         ingest = IngestService(pg_db, store, publisher)
         device = device_by_ae_title(pg_db, PG_DEVICE_AE)
@@ -212,7 +212,7 @@ def test_database_refusing_the_row_discards_the_stored_object(pg_db: Database, s
                                                               s3_bucket: str) -> None:
     """The row cannot be committed (PostgreSQL answers 'disk full' to the insert): ingest
     says StorageUnavailable, leaves no row, and removes the bytes it had put in S3."""
-    store = open_store(seaweed.url(s3_bucket))
+    store = open_object_store(seaweed.url(s3_bucket))
     ingest = IngestService(pg_db, store, ListPublisher())
     device = device_by_ae_title(pg_db, PG_DEVICE_AE)
     data = (DICOM / "test_ecg.dcm").read_bytes()

@@ -39,8 +39,18 @@ class Settings:
     max_dicom_bytes: int = 512 * 1024 * 1024
     #: Attempts before an analysis job goes to the dead-letter state.
     job_max_retries: int = 3
-    #: Jobs queued but unfinished for this long are re-published (broker lost them).
+    #: Jobs queued but unfinished for this long are re-published (a broker that lost them
+    #: without saying; a Redis restart or emptied queue is noticed within a sweep).
     job_stale_after_s: float = 600.0
+    #: How long a worker's claim on a running job holds without renewal (renewed every third):
+    #: a dead worker's jobs are published again within about this plus a sweep.
+    job_lease_s: float = 20.0
+    #: How often the sweeper looks for jobs to (re)publish.
+    sweep_interval_s: float = 5.0
+    #: A ``pending`` job younger than this is left to the process that committed it.
+    job_pending_grace_s: float = 5.0
+    #: Embedded mode: analysis processes (at a lower OS priority than the receiving process).
+    analysis_processes: int = field(default_factory=lambda: max(1, (os.cpu_count() or 2) - 1))
 
     @property
     def effective_database_url(self) -> str:
@@ -75,4 +85,8 @@ class Settings:
             max_dicom_bytes=int(_env("MAX_DICOM_BYTES", str(d.max_dicom_bytes))),
             job_max_retries=int(_env("JOB_MAX_RETRIES", str(d.job_max_retries))),
             job_stale_after_s=float(_env("JOB_STALE_AFTER_S", str(d.job_stale_after_s))),
+            job_lease_s=float(_env("JOB_LEASE_S", str(d.job_lease_s))),
+            sweep_interval_s=float(_env("SWEEP_INTERVAL_S", str(d.sweep_interval_s))),
+            job_pending_grace_s=float(_env("JOB_PENDING_GRACE_S", str(d.job_pending_grace_s))),
+            analysis_processes=int(_env("ANALYSIS_PROCESSES", str(d.analysis_processes))),
         )

@@ -3,7 +3,7 @@
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from telediag.models import Base
+from telediag.store.tables import Base
 
 config = context.config
 target_metadata = Base.metadata

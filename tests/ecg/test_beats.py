@@ -9,8 +9,8 @@ from telediag.ecg import Recording, read_wfdb
 from telediag.ecg.analysis import analyze
 from telediag.ecg.beats import classify_beats
 from telediag.ecg.qrs import detect_qrs
-from telediag.ecg.refdata import shared_data_dir
-from telediag.ecg.scoring import score_record
+from telediag.bench.refdata import shared_data_dir
+from telediag.bench.scoring import score_record
 
 FS = 360.0
 NORMAL = [(-0.20, 0.025, 0.15), (-0.03, 0.008, -0.12), (0.0, 0.010, 1.2), (0.03, 0.008, -0.25),

@@ -8,7 +8,7 @@ import pytest
 
 from telediag.ecg import read_recording
 from telediag.ecg.analysis import analyze
-from telediag.ecg.refdata import project_root, shared_data_dir
+from telediag.bench.refdata import project_root, shared_data_dir
 
 KEYS = {"analyzer_version", "fs", "leads", "duration_s", "start_time", "qrs", "beats", "heart_rate_bpm",
         "rr_ms", "quality", "measurements", "findings"}

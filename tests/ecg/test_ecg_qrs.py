@@ -11,8 +11,8 @@ from telediag.ecg.beats import classify_beats
 from telediag.ecg.filters import bandpass, remove_baseline, remove_mains, resample
 from telediag.ecg.qrs import detect_qrs
 from telediag.ecg.quality import assess_quality
-from telediag.ecg.refdata import project_root, shared_data_dir
-from telediag.ecg.scoring import match_beats, score_record
+from telediag.bench.refdata import project_root, shared_data_dir
+from telediag.bench.scoring import match_beats, score_record
 
 SAMPLES = project_root() / "sample_data" / "wfdb"
 

@@ -11,8 +11,8 @@ import pytest
 import wfdb
 
 from telediag.ecg import Recording, WaveformError, read_dicom_waveform, read_recording, read_wfdb
-from telediag.ecg.io import normalise_lead_name
-from telediag.ecg.refdata import project_root, shared_data_dir
+from telediag.ecg.readers import normalise_lead_name
+from telediag.bench.refdata import project_root, shared_data_dir
 
 SAMPLES = project_root() / "sample_data" / "wfdb"
 SHARED = shared_data_dir()

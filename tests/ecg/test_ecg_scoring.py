@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from telediag.ecg.scoring import match_beats, score_record, sum_scores, vf_episodes
+from telediag.bench.scoring import match_beats, score_record, sum_scores, vf_episodes
 
 FS = 360.0
 W = int(0.15 * FS)  # 54 samples

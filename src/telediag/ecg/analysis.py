@@ -4,10 +4,22 @@ Critical findings are raised only from readable signal: a pause that
 overlaps an unreadable window is reported as unreadable signal, never as
 asystole, because a false 3 a.m. alarm from a loose electrode costs trust
 that a real alarm then lacks.
+
+Rhythm episodes (:mod:`telediag.ecg.rhythm`) and critical-value alarms
+(:mod:`telediag.ecg.rules`, a built-in rule set or a rules file) are computed
+for every recording. Long recordings (Holter) stream through the signal
+stages in chunks of ``CHUNK_S`` read with ``MARGIN_S`` of signal on either
+side; each chunk keeps only the beats and quality blocks it owns, so nothing
+at a chunk border is lost or counted twice, and the beat-level rhythm and
+rules then run once over the whole stitched beat series (episodes never
+break at a border). Peak memory is a few chunk-sized buffers plus the
+beat arrays, whatever the length.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,15 +27,21 @@ import numpy as np
 from .beats import classify_beats
 from .measure import heart_rate_bpm, interval_measurements, rr_summary
 from .qrs import detect_qrs
-from .quality import assess_quality
+from .quality import BLOCK_S, QualityResult, assess_quality
 from .recording import Recording
+from .rhythm import (RhythmResult, atrial_consistency, detect_rhythm, disorganised_blocks, low_band, pulse_beats,
+                     qrs_activity, shape_correlation, st_t_levels, vf_blocks)
+from .rules import RuleSet, evaluate, load_rules
 
 __all__ = ["analyze", "ANALYZER_VERSION"]
 
 ANALYZER_VERSION = "telediag-ecg 0.1.0"
 PAUSE_S = 3.0                     # RR longer than this: pause / asystole
 BRADY_BPM, TACHY_BPM = 40.0, 150.0
-TWELVE_LEAD = {"I", "II", "V1", "V2", "V3", "V4", "V5", "V6"}
+CHUNK_S = 3600.0                  # long recordings: signal stages run on chunks of this length ...
+MARGIN_S = 60.0                   # ... with this much signal either side (detector/template settling)
+DEDUP_S = 0.2                     # one beat seen by two chunks near their border (refractory period)
+HOLTER_FS = 250.0                 # long recordings faster than this are analysed at an integer fraction of it
 
 
 def _findings(qrs: np.ndarray, fs: float, n: int, quality: Any, hr: float | None) -> list[dict[str, Any]]:
@@ -50,14 +68,21 @@ def _findings(qrs: np.ndarray, fs: float, n: int, quality: Any, hr: float | None
     return out
 
 
-def analyze(rec: Recording) -> dict[str, Any]:
-    """Full ECG analysis of one recording; the returned dict is JSON-serialisable.
+@dataclass(frozen=True)
+class SignalParts:
+    """Signal-level results over the whole recording, stitched from chunks."""
 
-    Keys: fs, leads, duration_s, qrs (sample indices from record start), beats
-    (N/V/Q per QRS), heart_rate_bpm, rr_ms, quality, measurements (12-lead
-    only, else None), findings, analyzer_version.
-    """
-    x, fs, n = rec.signals, rec.fs, rec.n_samples
+    qrs: np.ndarray             # fiducial samples from the record start
+    labels: list[str]           # N/V/Q per beat
+    quality: QualityResult
+    vf: np.ndarray              # per quality block: VF-like waveform
+    activity: np.ndarray        # per quality block: QRS-band activity (gap second opinion)
+    atrial: np.ndarray          # per beat: P-wave consistency (AF second opinion)
+    disorganised: np.ndarray    # per quality block: noise without a QRS floor
+    shape: np.ndarray           # per beat: correlation with the conducted QRS (ventricular runs)
+
+
+def _chunk_parts(x: np.ndarray, fs: float) -> SignalParts:
     quality = assess_quality(x, fs)
     result = detect_qrs(x, fs, quality.usable, quality.block_s)
     qrs = result.samples
@@ -65,14 +90,106 @@ def analyze(rec: Recording) -> dict[str, Any]:
     readable_beat = quality.usable[np.minimum(qrs // block, quality.usable.shape[0] - 1)].any(axis=1) \
         if qrs.size else np.zeros(0, bool)
     labels = classify_beats(x, fs, qrs, readable_beat, quality.usable, quality.block_s)
+    low, fs_low = low_band(x, fs)
+    vf = vf_blocks(low, fs_low, quality.usable, quality.block_s)
+    activity = qrs_activity(result.bandpassed, qrs, fs, quality.usable, quality.block_s)
+    atrial = atrial_consistency(low, fs_low, qrs, fs, labels)
+    noise = disorganised_blocks(result.envelope, fs, quality.usable.shape[0], quality.block_s)
+    shape = shape_correlation(result.bandpassed, qrs, labels, fs, quality.usable, quality.block_s)
+    return SignalParts(qrs, labels, quality, vf, activity, atrial, noise, shape)
+
+
+def signal_stage(signals: Any, fs: float, chunk_s: float = CHUNK_S, margin_s: float = MARGIN_S) -> SignalParts:
+    """Quality, QRS, beat classes, VF blocks and QRS activity, in chunks when the record is long.
+
+    ``signals`` is any (n, n_leads) array-like in mV that slices along axis 0
+    (an ndarray, or a memory map scaled on access), so a 24-hour Holter never
+    has to be held in memory as float64 at once. Chunk starts and margins are
+    whole quality blocks, so block flags stitch without shifting. Chunked
+    (long) recordings above ``HOLTER_FS`` are analysed at an integer fraction
+    of their rate (the mean of each run of ``factor`` samples): beat and
+    rhythm analysis needs no more than 250 Hz, and fiducials then have 4-ms
+    resolution (mapped back to the recording's sample indices).
+    """
+    n = int(signals.shape[0])
+    block = max(int(round(BLOCK_S * fs)), 4)
+    chunk = max(int(round(chunk_s * fs / block)), 1) * block
+    margin = max(int(round(margin_s * fs / block)), 1) * block
+    if n <= chunk + 2 * margin:
+        return _chunk_parts(np.asarray(signals[:n], dtype=np.float64), fs)
+    factor = max(int(fs // HOLTER_FS), 1)
+    if block % factor:
+        factor = 1
+    qrs_parts, label_parts, vf_parts, act_parts, atrial_parts, noise_parts, shape_parts = [], [], [], [], [], [], []
+    fields: dict[str, list[np.ndarray]] = {k: [] for k in ("missing", "flat", "clipped", "noisy", "jump", "artefact")}
+    for s in range(0, n, chunk):
+        e = min(s + chunk, n)
+        a, b = max(s - margin, 0), min(e + margin, n)
+        x = np.asarray(signals[a:b], dtype=np.float64)
+        if factor > 1:
+            m = x.shape[0] // factor
+            x = x[:m * factor].reshape(m, factor, x.shape[1]).mean(axis=1)
+        part = _chunk_parts(x, fs / factor)
+        beats = part.qrs * factor + (factor - 1) // 2 + a
+        owned = (beats >= s) & (beats < e)
+        qrs_parts.append(beats[owned])
+        label_parts.append(np.asarray(part.labels, dtype=object)[owned])
+        atrial_parts.append(part.atrial[owned])
+        shape_parts.append(part.shape[owned])
+        b0, b1 = (s - a) // block, (s - a) // block + -(-(e - s) // block)
+        for k in fields:
+            fields[k].append(getattr(part.quality, k)[b0:b1])
+        vf_parts.append(part.vf[b0:b1])
+        act_parts.append(part.activity[b0:b1])
+        noise_parts.append(part.disorganised[b0:b1])
+    qrs = np.concatenate(qrs_parts).astype(np.int64)
+    labels = np.concatenate(label_parts)
+    # A beat near a border may be found by both chunks (fiducials a few ms apart): keep the first.
+    keep = np.concatenate([[True], np.diff(qrs) > DEDUP_S * fs]) if qrs.size else np.zeros(0, bool)
+    quality = QualityResult(block_s=BLOCK_S, **{k: np.concatenate(v) for k, v in fields.items()})
+    return SignalParts(qrs[keep], [str(v) for v in labels[keep]], quality, np.concatenate(vf_parts),
+                       np.concatenate(act_parts), np.concatenate(atrial_parts)[keep], np.concatenate(noise_parts),
+                       np.concatenate(shape_parts)[keep])
+
+
+def _rules(rules: str | Path | RuleSet) -> RuleSet:
+    return rules if isinstance(rules, RuleSet) else load_rules(rules)
+
+
+def analyze(rec: Recording, rules: str | Path | RuleSet = "resting", *, chunk_s: float = CHUNK_S) -> dict[str, Any]:
+    """Full ECG analysis of one recording; the returned dict is JSON-serialisable.
+
+    Keys: fs, leads, duration_s, qrs (sample indices from record start), beats
+    (N/V/Q per QRS), heart_rate_bpm, rr_ms, quality, measurements (ours, 12-lead
+    only, else None; keys of :data:`~telediag.ecg.recording.MEASUREMENT_KEYS` and more),
+    device_measurements and device_statements (the cart's own, same keys; empty when the
+    file has none), format (the file format read), rhythm (``{label, start_s, end_s, evidence}`` episodes),
+    alarms (``{type, severity, start_s, end_s, text, text_zh, evidence}``,
+    from ``rules``: a built-in set name, a rules file or a loaded
+    :class:`~telediag.ecg.rules.RuleSet`), findings (legacy summary flags),
+    analyzer_version. Recordings longer than ``chunk_s`` (plus margins) are
+    analysed in chunks (see module docstring).
+    """
+    rule_set = _rules(rules)
+    x, fs, n = rec.signals, rec.fs, rec.n_samples
+    parts = signal_stage(x, fs, chunk_s)
+    quality, qrs, labels = parts.quality, parts.qrs, parts.labels
     hr = heart_rate_bpm(qrs, fs)
 
     measurements = None
-    if TWELVE_LEAD.issubset(set(rec.leads)):
-        normal = qrs[np.asarray(labels, dtype=object) == "N"] if qrs.size else qrs
-        if normal.size >= 3:
+    chest = sum(1 for lead in rec.leads if lead.upper().startswith("V"))
+    # Any resting lead set measures globally: I and II give the frontal plane, four or
+    # more chest leads the horizontal one (paediatric/right-sided sets such as V3R, V7 too).
+    if {"I", "II"} <= set(rec.leads) and chest >= 4 and qrs.size:
+        # The median beat is built from the normal beats, or, when fewer than three are
+        # normal, from the "V" beats: a fully paced or wide-QRS rhythm may be classed so.
+        # The rate counts every beat.
+        kinds = np.asarray(labels, dtype=object)
+        readable = [k for k in ("N", "V") if (kinds == k).sum() >= 3]
+        if readable:
+            dominant = qrs[kinds == readable[0]]
             try:
-                measurements = interval_measurements(x, fs, normal, rec.leads)
+                measurements = interval_measurements(x, fs, dominant, rec.leads, all_qrs=qrs)
             except ValueError:
                 measurements = None
 
@@ -88,6 +205,9 @@ def analyze(rec: Recording) -> dict[str, Any]:
         for j, lead in enumerate(rec.leads)
     }
     unreadable = quality.unreadable_windows(rec.duration_s)
+    rhythm = _rhythm(rec, parts)
+    morphology = _morphology(rec, qrs, labels) if measurements is not None else None
+    alarms = evaluate(rule_set, rhythm, measurements, morphology)
     return {
         "analyzer_version": ANALYZER_VERSION,
         "fs": fs,
@@ -105,5 +225,24 @@ def analyze(rec: Recording) -> dict[str, Any]:
             "unreadable_fraction": round(float(quality.unreadable_blocks.mean()), 4),
         },
         "measurements": measurements,
+        "device_measurements": dict(rec.source.measurements),
+        "device_statements": list(rec.source.statements),
+        "format": rec.source.format,
+        "rhythm": [e.as_dict() for e in rhythm.episodes],
+        "alarms": [a.as_dict() for a in alarms],
         "findings": _findings(qrs, fs, n, quality, hr),
     }
+
+
+def _rhythm(rec: Recording, parts: SignalParts) -> RhythmResult:
+    """Beat-level rhythm over the stitched beat series, with pulse evidence from pulsatile channels."""
+    pulses = [pulse_beats(samples, pfs) for pfs, samples in rec.pulsatile.values()]
+    return detect_rhythm(parts.qrs, parts.labels, rec.fs, rec.n_samples, parts.quality.unreadable_blocks,
+                         parts.quality.block_s, parts.vf, pulses, parts.activity, parts.atrial, parts.disorganised,
+                         parts.shape)
+
+
+def _morphology(rec: Recording, qrs: np.ndarray, labels: list[str]) -> dict[str, Any] | None:
+    """ST levels and T shape per lead from the median N beat (12-lead rules: stemi, hyperkalaemia)."""
+    normal = qrs[np.asarray(labels, dtype=object) == "N"] if qrs.size else qrs
+    return st_t_levels(rec.signals, rec.fs, normal, rec.leads) if normal.size >= 3 else None

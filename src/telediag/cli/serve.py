@@ -1,0 +1,107 @@
+"""The long-running commands: ``up`` (embedded), ``api``, ``scp`` and ``worker`` (distributed)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+
+from telediag.cli.common import data_dir_option, port_options, settings_from
+from telediag.config import Settings
+
+log = logging.getLogger("telediag.cli")
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+
+
+def _serve_http(system, settings: Settings) -> None:
+    import uvicorn
+
+    from telediag.web import create_app
+
+    uvicorn.run(create_app(system), host=settings.http_host, port=settings.http_port, log_level="warning")
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Everything on one machine: HTTP API, DICOM SCP, analysis processes, sweeper."""
+    from telediag.bootstrap import System
+
+    settings = settings_from(args)
+    system = System(settings)
+    system.db  # migrate before anything listens
+    worker = system.embedded_worker(args.workers)
+    worker.start()
+    sweeper = system.sweeper(owns_all_jobs=True)  # this process owns every job: republish at once
+    sweeper.start()
+    scp = system.storage_scp()
+    scp.start()
+    print(f"telediag {settings.data_dir}: DICOM SCP {settings.ae_title}@{settings.dicom_host}:{scp.port}, "
+          f"HTTP http://{settings.http_host}:{settings.http_port} (API docs at /docs); Ctrl-C stops", flush=True)
+    try:
+        _serve_http(system, settings)
+    finally:
+        scp.stop()
+        sweeper.stop()
+        worker.stop()
+        system.close()
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    from telediag.bootstrap import System
+
+    settings = settings_from(args)
+    system = System(settings)
+    system.sweeper().start()
+    _serve_http(system, settings)
+    return 0
+
+
+def cmd_scp(args: argparse.Namespace) -> int:
+    from telediag.bootstrap import System
+
+    system = System(settings_from(args))
+    system.sweeper().start()
+    system.storage_scp().serve_forever()
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from telediag.bootstrap import System
+
+    system = System(settings_from(args))
+    system.db
+    worker = system.worker(threads=args.threads)
+    worker.start()
+    log.info("worker consuming with %d thread(s)", args.threads)
+    _wait_for_signal()
+    worker.stop()
+    system.close()
+    return 0
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("up", help="run the whole system on this machine (embedded mode)")
+    data_dir_option(p), port_options(p)
+    p.add_argument("--workers", type=int, help="analysis processes, at a lower priority than receiving "
+                                               "(default: cores - 1, or TELEDIAG_ANALYSIS_PROCESSES)")
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("api", help="run the HTTP API (distributed mode)")
+    data_dir_option(p), port_options(p)
+    p.set_defaults(func=cmd_api)
+
+    p = sub.add_parser("scp", help="run the DICOM storage SCP (distributed mode)")
+    data_dir_option(p), port_options(p)
+    p.set_defaults(func=cmd_scp)
+
+    p = sub.add_parser("worker", help="run an analysis worker (distributed mode)")
+    data_dir_option(p)
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=cmd_worker)

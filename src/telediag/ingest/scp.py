@@ -1,0 +1,365 @@
+"""DICOM storage SCP, an entry point: township carts and modalities push objects here with C-STORE.
+
+It only translates between DIMSE and the ingest use case. Each received object goes to
+:meth:`IngestService.ingest_dicom` exactly as received
+(the encoded data set bytes from the wire, behind a Part 10 preamble and file meta;
+never decoded and re-encoded) and the sender gets its C-STORE status only once ingest
+returned, so ``0x0000`` means "durable and recorded".
+
+Who may send
+    Only devices registered with a calling AE title (``telediag device add --ae-title``).
+    The SCP is given an ``authorize(calling_ae_title)`` callable (the network stage's
+    lookup) and calls it on ``EVT_REQUESTED``, at the moment the association is requested,
+    so a device registered while the SCP runs is accepted without a restart; an unknown calling AE gets A-ASSOCIATE-RJ (rejected-permanent,
+    service-user, "calling AE title not recognised"), a wrong called AE title
+    "called AE title not recognised".
+
+C-STORE statuses
+    ``0x0000``  stored, or a re-send of a stored object;
+    ``0xB006``  warning: a different object under an already stored SOP Instance UID was
+                kept in quarantine and not added to the study (Error Comment says so;
+                a retry changes nothing, an administrator sees it in ``telediag quarantine list``);
+    ``0xC000``  :class:`InvalidObject` (cannot understand) - the reason is in Error Comment;
+    ``0xC001``  larger than ``max_object_bytes`` (checked once the object is received:
+                pynetdicom assembles a data set in memory before any handler runs);
+    ``0xA700``  :class:`StorageUnavailable` or any unexpected error (out of resources):
+                nothing was recorded and the device should send again later.
+
+Threads
+    pynetdicom runs one thread per association and calls the handlers in it; ingest
+    opens its own unit of work per call, so handlers share nothing but the
+    :class:`IngestService` and the ``authorize`` callable (both thread safe).
+
+Throughput
+    A stock sender waits for each C-STORE status before sending the next object, so the
+    time between the last byte in and the status out is the throughput. The accepted
+    socket and pynetdicom's two reactor threads are tuned on ``EVT_CONN_OPEN`` (quick
+    ACKs against the Nagle / delayed-ACK stall, event waits instead of 1 ms polling):
+    see :mod:`telediag.ingest.transport`.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import threading
+import time
+import weakref
+from io import BytesIO
+from typing import Any, Callable
+
+from pydicom.dataset import Dataset
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+from pynetdicom import AE, PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION, evt
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from telediag.domain import DeviceIdentity
+from telediag.ingest.dicom import ECG_SOP_CLASSES, IMAGE_SOP_CLASSES, InvalidObject
+from telediag.ingest.service import IngestService, StorageUnavailable
+from telediag.ingest.transport import tune_acceptor
+from telediag.ingest.uids import printable, uid_problem
+
+#: Looks a calling AE title up: the registered, active device that uses it, or None.
+Authorize = Callable[[str], DeviceIdentity | None]
+
+log = logging.getLogger(__name__)
+
+#: Transfer syntaxes accepted for waveforms (no image codec applies to a waveform).
+WAVEFORM_TRANSFER_SYNTAXES: list[str] = [
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+]
+#: Transfer syntaxes accepted for images: uncompressed, deflated and the usual codecs.
+IMAGE_TRANSFER_SYNTAXES: list[str] = WAVEFORM_TRANSFER_SYNTAXES + [
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    JPEG2000Lossless,
+    JPEG2000,
+    RLELossless,
+]
+
+STATUS_SUCCESS = 0x0000
+STATUS_WARNING_NOT_ADDED = 0xB006
+STATUS_OUT_OF_RESOURCES = 0xA700
+STATUS_CANNOT_UNDERSTAND = 0xC000
+STATUS_TOO_LARGE = 0xC001
+
+#: A-ASSOCIATE-RJ parameters (PS3.8 9.3.4).
+_RJ_PERMANENT, _RJ_TRANSIENT = 0x01, 0x02
+_RJ_SERVICE_USER, _RJ_PROVIDER_PRESENTATION = 0x01, 0x03
+_RJ_CALLING_AE_NOT_RECOGNISED, _RJ_CALLED_AE_NOT_RECOGNISED = 0x03, 0x07
+_RJ_TEMPORARY_CONGESTION = 0x01
+
+#: PDU size we offer to receive. pynetdicom's default (16 KiB) cuts a 120 KB ECG into
+#: 8 PDUs, each a trip through the DUL reactor; 256 KiB carries it in one
+#: (dcmtk and most senders cap their own send size at 128 KiB anyway).
+DEFAULT_MAX_PDU = 256 * 1024
+
+
+def _error_comment(text: str) -> str:
+    """An Error Comment value (LO): at most 64 printable ASCII characters, no backslash."""
+    clean = "".join(c if 32 <= ord(c) < 127 and c != "\\" else "?" for c in text)
+    return clean[:64]
+
+
+def _status(code: int, comment: str | None = None) -> Dataset:
+    ds = Dataset()
+    ds.Status = code
+    if comment:
+        ds.ErrorComment = _error_comment(comment)
+    return ds
+
+
+def storage_contexts() -> list[tuple[str, list[str]]]:
+    """(SOP class, transfer syntaxes) pairs the SCP accepts, besides Verification."""
+    pairs = [(uid, list(WAVEFORM_TRANSFER_SYNTAXES)) for uid in ECG_SOP_CLASSES]
+    pairs += [(uid, list(IMAGE_TRANSFER_SYNTAXES)) for uid in IMAGE_SOP_CLASSES]
+    return pairs
+
+
+class StorageSCP:
+    """pynetdicom storage SCP feeding IngestService."""
+
+    def __init__(self, ingest: IngestService, authorize: Authorize, ae_title: str = "TELEDIAG", host: str = "0.0.0.0",
+                 port: int = 11112, max_object_bytes: int = 512 * 1024 * 1024, *,
+                 tune_transport: bool = True, max_pdu_size: int = DEFAULT_MAX_PDU,
+                 network_timeout: float = 60.0, acse_timeout: float = 30.0, dimse_timeout: float = 60.0,
+                 max_associations: int = 50) -> None:
+        self.ingest = ingest
+        self.authorize = authorize
+        self.ae_title = ae_title.strip().upper()
+        self.host = host
+        self.port = port
+        self.max_object_bytes = max_object_bytes
+        self.tune_transport = tune_transport
+        self.max_pdu_size = max_pdu_size
+        self.network_timeout = network_timeout
+        self.acse_timeout = acse_timeout
+        self.dimse_timeout = dimse_timeout
+        self.max_associations = max_associations
+        self._server = None
+        self._stopped = threading.Event()
+        self._devices: "weakref.WeakKeyDictionary[Any, DeviceIdentity]" = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def _make_ae(self) -> AE:
+        ae = AE(ae_title=self.ae_title)
+        ae.maximum_pdu_size = self.max_pdu_size
+        ae.network_timeout = self.network_timeout
+        ae.acse_timeout = self.acse_timeout
+        ae.dimse_timeout = self.dimse_timeout
+        ae.maximum_associations = self.max_associations
+        ae.require_called_aet = True  # second line of defence; EVT_REQUESTED checks it first
+        ae.add_supported_context(Verification)
+        for sop_class, syntaxes in storage_contexts():
+            ae.add_supported_context(sop_class, syntaxes)
+        return ae
+
+    def start(self) -> None:
+        """Start listening in background threads; return once the port is bound."""
+        if self._server is not None:
+            raise RuntimeError("StorageSCP already started")
+        handlers = [
+            (evt.EVT_REQUESTED, self._on_requested),
+            (evt.EVT_C_ECHO, self._on_echo),
+            (evt.EVT_C_STORE, self._on_store),
+        ]
+        if self.tune_transport:
+            handlers.append((evt.EVT_CONN_OPEN, self._on_conn_open))
+        ae = self._make_ae()
+        self._server = ae.start_server((self.host, self.port), block=False, evt_handlers=handlers)
+        self._drop_pdu_loggers(self._server)
+        self.port = int(self._server.server_address[1])
+        self._stopped.clear()
+        log.info("DICOM storage SCP %s listening on %s:%d (transport tuning %s)", self.ae_title, self.host,
+                 self.port, "on" if self.tune_transport else "off")
+
+    def stop(self) -> None:
+        """Stop accepting, end running associations and close the port."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            for assoc in list(server.active_associations):
+                assoc.abort()
+            log.info("DICOM storage SCP %s stopped", self.ae_title)
+        self._stopped.set()
+
+    def serve_forever(self) -> None:
+        """Start and block until :meth:`stop` is called (from another thread) or Ctrl-C."""
+        self.start()
+        try:
+            while not self._stopped.wait(1.0):
+                pass
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.stop()
+
+    def __enter__(self) -> "StorageSCP":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @staticmethod
+    def _drop_pdu_loggers(server) -> None:
+        """pynetdicom's per-PDU logging handlers format every PDU even when nobody logs at
+        debug level; they cost measurable time at hundreds of objects per second."""
+        from pynetdicom._handlers import standard_pdu_recv_handler, standard_pdu_sent_handler
+
+        if not logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG):
+            for event, handler in ((evt.EVT_PDU_RECV, standard_pdu_recv_handler),
+                                   (evt.EVT_PDU_SENT, standard_pdu_sent_handler)):
+                try:
+                    server.unbind(event, handler)
+                except Exception:  # pragma: no cover - not bound in this configuration
+                    pass
+
+    # -- event handlers ------------------------------------------------------------------
+    def _on_conn_open(self, event) -> None:
+        tune_acceptor(event.assoc)
+
+    def _on_requested(self, event) -> None:
+        assoc = event.assoc
+        rq = assoc.requestor.primitive
+        calling = (rq.calling_ae_title or "").strip()
+        called = (rq.called_ae_title or "").strip()
+        peer = assoc.requestor.address
+        if called.upper() != self.ae_title:
+            log.warning("association from %s rejected: called AE title %r is not %r", peer, called, self.ae_title)
+            self._reject(assoc, _RJ_PERMANENT, _RJ_SERVICE_USER, _RJ_CALLED_AE_NOT_RECOGNISED)
+            return
+        try:
+            device = self.authorize(calling) if calling else None
+        except Exception as exc:  # database down: ask the device to come back later
+            log.error("association from %s (%s) rejected, device lookup failed: %s", calling, peer,
+                      type(exc).__name__)
+            self._reject(assoc, _RJ_TRANSIENT, _RJ_PROVIDER_PRESENTATION, _RJ_TEMPORARY_CONGESTION)
+            return
+        if device is None:
+            log.warning("association from %s rejected: calling AE title %r not recognised", peer, calling)
+            self._reject(assoc, _RJ_PERMANENT, _RJ_SERVICE_USER, _RJ_CALLING_AE_NOT_RECOGNISED)
+            return
+        with self._lock:
+            self._devices[assoc] = device
+        log.info("association from device %s (AE %s, %s) accepted", device.device_id, calling, peer)
+
+    @staticmethod
+    def _reject(assoc, result: int, source: int, diagnostic: int) -> None:
+        """Send A-ASSOCIATE-RJ and wait, as pynetdicom's own rejection path does, until the
+        DUL has sent it and the peer closed (without ``kill`` the acceptor thread would
+        close the socket before the RJ PDU went out and the peer would see an abort)."""
+        assoc.acse.send_reject(result, source, diagnostic)
+        evt.trigger(assoc, evt.EVT_REJECTED, {})
+        assoc.kill()
+
+    def _device(self, assoc) -> DeviceIdentity | None:
+        with self._lock:
+            return self._devices.get(assoc)
+
+    def _on_echo(self, event) -> int:
+        return STATUS_SUCCESS
+
+    def _on_store(self, event) -> int | Dataset:
+        started = time.perf_counter()
+        rq = event.request
+        sop_instance = str(rq.AffectedSOPInstanceUID or "?")
+        sop_class = str(rq.AffectedSOPClassUID or "?")
+        device = self._device(event.assoc)
+        if device is None:  # cannot happen: associations are only accepted for known devices
+            log.error("C-STORE of %s on an association without a device; refused", sop_instance)
+            return _status(STATUS_OUT_OF_RESOURCES, "association has no registered device")
+        body = rq.DataSet.getvalue() if isinstance(rq.DataSet, BytesIO) else bytes(rq.DataSet or b"")
+        problem = uid_problem(str(rq.AffectedSOPInstanceUID or ""))
+        if problem:  # the file meta is built from it: refuse before anything else looks at it
+            log.warning("C-STORE from device %s refused: Affected SOP Instance UID %r %s", device.device_id,
+                        printable(str(rq.AffectedSOPInstanceUID or "")), problem)
+            return _status(STATUS_CANNOT_UNDERSTAND, f"Affected SOP Instance UID {problem}")
+        if len(body) > self.max_object_bytes:
+            log.warning("C-STORE from device %s: %s (%s) refused, %d bytes exceed the %d-byte limit",
+                        device.device_id, sop_instance, sop_class, len(body), self.max_object_bytes)
+            return _status(STATUS_TOO_LARGE, f"object exceeds {self.max_object_bytes} bytes")
+        try:
+            data = self._part10(event, device, body)
+            outcome = self.ingest.ingest_dicom(device, data)
+        except InvalidObject as exc:
+            log.warning("C-STORE from device %s: %s (%s, %d bytes) refused: %s", device.device_id, sop_instance,
+                        sop_class, len(body), exc)
+            return _status(STATUS_CANNOT_UNDERSTAND, str(exc))
+        except StorageUnavailable as exc:
+            log.error("C-STORE from device %s: %s (%d bytes) not stored, storage unavailable: %s",
+                      device.device_id, sop_instance, len(body), exc)
+            return _status(STATUS_OUT_OF_RESOURCES, "storage unavailable, retry later")
+        except Exception as exc:
+            log.exception("C-STORE from device %s: %s (%d bytes) failed unexpectedly (%s)", device.device_id,
+                          sop_instance, len(body), type(exc).__name__)
+            return _status(STATUS_OUT_OF_RESOURCES, "internal error, retry later")
+        log.info("C-STORE from device %s: %s (%s, ts %s, %d bytes) %s as object %s case %s in %.1f ms",
+                 device.device_id, sop_instance, sop_class, event.context.transfer_syntax, len(body),
+                 outcome.status, outcome.object_id, outcome.case_id, (time.perf_counter() - started) * 1000)
+        if outcome.status == "quarantined":
+            return _status(STATUS_WARNING_NOT_ADDED, "differs from stored instance; quarantined")
+        return STATUS_SUCCESS
+
+    @staticmethod
+    def _part10(event, device: DeviceIdentity, body: bytes) -> bytes:
+        """Preamble + file meta + the data set bytes exactly as they came off the wire."""
+        rq = event.request
+        return part10_prefix(str(rq.AffectedSOPClassUID), str(rq.AffectedSOPInstanceUID),
+                             str(event.context.transfer_syntax), device.ae_title) + body
+
+
+def _element(group: int, element: int, vr: bytes, value: bytes) -> bytes:
+    """One explicit-VR little-endian element (only the short-length VRs and OB used below)."""
+    if vr == b"OB":
+        return struct.pack("<HH2s2xL", group, element, vr, len(value)) + value
+    return struct.pack("<HH2sH", group, element, vr, len(value)) + value
+
+
+def _padded(text: str, pad: bytes) -> bytes:
+    raw = text.encode("ascii")
+    return raw + pad if len(raw) % 2 else raw
+
+
+def part10_prefix(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str,
+                  source_ae_title: str | None) -> bytes:
+    """The 128-byte preamble, ``DICM`` and the File Meta Information group for a received data set.
+
+    Encoded here rather than with pydicom's ``write_file_meta_info``: the group is seven
+    fixed elements, and building it through pydicom datasets cost about 1 ms per C-STORE.
+    The elements are those of pynetdicom's ``Event.file_meta`` plus Source AE Title.
+    """
+    elements = [
+        _element(0x0002, 0x0001, b"OB", b"\x00\x01"),
+        _element(0x0002, 0x0002, b"UI", _padded(sop_class_uid, b"\0")),
+        _element(0x0002, 0x0003, b"UI", _padded(sop_instance_uid, b"\0")),
+        _element(0x0002, 0x0010, b"UI", _padded(transfer_syntax_uid, b"\0")),
+        _element(0x0002, 0x0012, b"UI", _padded(PYNETDICOM_IMPLEMENTATION_UID, b"\0")),
+        _element(0x0002, 0x0013, b"SH", _padded(PYNETDICOM_IMPLEMENTATION_VERSION, b" ")),
+    ]
+    if source_ae_title:
+        elements.append(_element(0x0002, 0x0016, b"AE", _padded(source_ae_title, b" ")))
+    group = b"".join(elements)
+    return b"\x00" * 128 + b"DICM" + _element(0x0002, 0x0000, b"UL", struct.pack("<L", len(group))) + group

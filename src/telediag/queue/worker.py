@@ -1,0 +1,126 @@
+"""Workers: the Dramatiq actor that runs analysis jobs, the leases they hold, and the
+embedded mode's analysis processes.
+
+Distributed mode: ``telediag worker`` consumes the analysis queue from the broker with
+worker threads, on any machine (Dramatiq's own consumer, never a polling loop of ours).
+
+Embedded mode: the in-process broker's worker threads hand each job to a pool of child
+processes started at a lower OS priority, so decoding and analysing ECGs never takes the
+GIL or a core from the DICOM SCP and the HTTP API that receive data in the parent.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+import dramatiq
+from dramatiq.middleware import CurrentMessage
+
+from telediag.queue.broker import ANALYSIS_QUEUE
+from telediag.store import Database
+
+log = logging.getLogger(__name__)
+
+#: Runs one job: (job id, whether this is the broker's last attempt).
+JobRunner = Callable[[int, bool], None]
+
+
+def declare_analysis_actor(broker: dramatiq.Broker, run: JobRunner, max_retries: int = 3,
+                           min_backoff_ms: int = 1000, max_backoff_ms: int = 60_000) -> dramatiq.Actor:
+    """Bind the ``analyze_ecg`` actor to ``broker``; each message runs ``run(job_id, final_attempt)``."""
+
+    def analyze_ecg(job_id: int) -> None:
+        message = CurrentMessage.get_current_message()
+        retries = message.options.get("retries", 0) if message is not None else max_retries
+        run(job_id, retries >= max_retries)
+
+    return dramatiq.actor(analyze_ecg, broker=broker, actor_name="analyze_ecg", queue_name=ANALYSIS_QUEUE,
+                          max_retries=max_retries, min_backoff=min_backoff_ms, max_backoff=max_backoff_ms)
+
+
+class LeaseKeeper:
+    """Renews the leases of the jobs this process is running, every third of a lease, so a
+    live worker keeps its jobs however long they take and a dead one loses them within a
+    lease (the sweeper then publishes them again)."""
+
+    def __init__(self, db: Database, lease_s: float) -> None:
+        self.db = db
+        self.lease_s = lease_s
+        self._held: set[int] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def hold(self, job_id: int) -> Iterator[None]:
+        with self._lock:
+            self._held.add(job_id)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="telediag-leases", daemon=True)
+                self._thread.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._held.discard(job_id)
+
+    def _run(self) -> None:
+        stop = threading.Event()
+        while not stop.wait(self.lease_s / 3):
+            with self._lock:
+                held = sorted(self._held)
+            if not held:
+                continue
+            try:
+                with self.db.uow() as uow:
+                    uow.jobs.renew(held, self.lease_s)
+                    uow.commit()
+            except Exception as exc:  # the database is away: the lease may lapse and the job run again
+                log.warning("could not renew %d job lease(s): %s", len(held), type(exc).__name__)
+
+
+# -- embedded analysis processes ----------------------------------------------------------------
+_child_runner: JobRunner | None = None
+
+
+def _child_start(settings, niceness: int) -> None:
+    """Initializer of an analysis process: lower priority, then its own system parts."""
+    global _child_runner
+    try:
+        os.nice(niceness)
+    except OSError:  # not permitted here: the process still works, at normal priority
+        log.warning("could not lower the analysis process priority")
+    from telediag.bootstrap import System
+
+    system = System(settings)
+    _child_runner = system.run_job_here
+
+
+def _child_run(job_id: int, final_attempt: bool) -> None:
+    assert _child_runner is not None, "analysis process not initialised"
+    _child_runner(job_id, final_attempt)
+
+
+class AnalysisProcesses:
+    """A pool of analysis processes for the embedded mode (see module doc).
+
+    ``run`` blocks the calling broker thread until the child finished the job and re-raises
+    its failure there, so Dramatiq's retries and dead-lettering work as for in-thread jobs.
+    """
+
+    def __init__(self, settings, processes: int, niceness: int = 10) -> None:
+        context = multiprocessing.get_context("spawn")  # never fork a process with live threads
+        self._pool = ProcessPoolExecutor(max_workers=processes, mp_context=context, initializer=_child_start,
+                                         initargs=(settings, niceness))
+        self.processes = processes
+
+    def run(self, job_id: int, final_attempt: bool) -> None:
+        self._pool.submit(_child_run, job_id, final_attempt).result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)

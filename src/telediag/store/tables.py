@@ -1,0 +1,177 @@
+"""Tables: the relational model of the network and of what it receives.
+
+The schema itself is owned by the Alembic migrations in ``storage/migrations``; these
+classes map onto it. They are private to the store package: repositories turn rows into
+the domain's value objects, so nothing outside ``telediag.store`` holds an ORM row.
+Timestamps are stored in UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from telediag.domain import CaseKind, CaseStatus, JobState, SiteLevel
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+def _enum(cls: type, name: str) -> Enum:
+    return Enum(cls, name=name, values_callable=lambda e: [m.value for m in e], native_enum=False, length=20)
+
+
+class Site(Base):
+    __tablename__ = "sites"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    level: Mapped[SiteLevel] = mapped_column(_enum(SiteLevel, "site_level"))
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id"))
+    #: A disabled site's devices can no longer deliver (its history stays).
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    parent: Mapped["Site | None"] = relationship(remote_side=[id])
+
+
+class Device(Base):
+    __tablename__ = "devices"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
+    #: Calling AE title the device uses for DICOM associations (unique, upper case).
+    ae_title: Mapped[str | None] = mapped_column(String(16), unique=True)
+    #: sha256 of the device's HTTP API key; the key itself is shown once and never stored.
+    api_key_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    site: Mapped[Site] = relationship()
+
+
+class Patient(Base):
+    __tablename__ = "patients"
+    __table_args__ = (UniqueConstraint("site_id", "patient_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
+    #: The identifier the township gave the patient (DICOM PatientID or WFDB record name).
+    patient_key: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str | None] = mapped_column(String(200))
+    sex: Mapped[str | None] = mapped_column(String(1))
+    birth_date: Mapped[str | None] = mapped_column(String(8))
+
+
+class Case(Base):
+    """One exam sent for remote diagnosis: a DICOM study or an uploaded WFDB record."""
+
+    __tablename__ = "cases"
+    __table_args__ = (UniqueConstraint("site_id", "study_instance_uid"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"))
+    patient_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id"))
+    kind: Mapped[CaseKind] = mapped_column(_enum(CaseKind, "case_kind"))
+    study_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[CaseStatus] = mapped_column(_enum(CaseStatus, "case_status"), default=CaseStatus.RECEIVED)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+    site: Mapped[Site] = relationship()
+    objects: Mapped[list["StoredObject"]] = relationship(back_populates="case", order_by="StoredObject.id")
+
+
+class StoredObject(Base):
+    """A file held in the object store, exactly as the device sent it."""
+
+    __tablename__ = "stored_objects"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"))
+    key: Mapped[str] = mapped_column(String(512), unique=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    media_type: Mapped[str] = mapped_column(String(80))
+    sop_class_uid: Mapped[str | None] = mapped_column(String(64))
+    #: Unique across the network: a re-send of the same instance is recognised by it.
+    sop_instance_uid: Mapped[str | None] = mapped_column(String(64), unique=True)
+    series_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    transfer_syntax_uid: Mapped[str | None] = mapped_column(String(64))
+    modality: Mapped[str | None] = mapped_column(String(16))
+    #: WFDB record name, for the files of an uploaded record.
+    record_name: Mapped[str | None] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    case: Mapped[Case] = relationship(back_populates="objects")
+
+
+class QuarantinedObject(Base):
+    """A different object sent under an existing SOP Instance UID: kept aside, never overwriting."""
+
+    __tablename__ = "quarantined_objects"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"))
+    key: Mapped[str] = mapped_column(String(512), unique=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    sop_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Job(Base):
+    """An analysis job; the row is the outbox entry and the job's visible state."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (UniqueConstraint("object_id", "kind"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    object_id: Mapped[int] = mapped_column(ForeignKey("stored_objects.id"))
+    kind: Mapped[str] = mapped_column(String(32), default="analyze_ecg")
+    state: Mapped[JobState] = mapped_column(_enum(JobState, "job_state"), default=JobState.PENDING, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    #: While ``running``: the worker holds the job until then and renews it as it works.
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+    object: Mapped[StoredObject] = relationship()
+
+
+class AnalysisResult(Base):
+    """What the DSP worker found in one stored ECG object (one row per object: re-runs replace it)."""
+
+    __tablename__ = "analysis_results"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    object_id: Mapped[int] = mapped_column(ForeignKey("stored_objects.id"), unique=True)
+    analyzer_version: Mapped[str] = mapped_column(String(32))
+    heart_rate_bpm: Mapped[float | None]
+    lead_count: Mapped[int] = mapped_column(Integer)
+    duration_s: Mapped[float]
+    fs: Mapped[float]
+    result: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

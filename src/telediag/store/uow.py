@@ -1,0 +1,87 @@
+"""The unit of work: one transaction, with the repositories that work inside it.
+
+``with db.uow() as uow: ...; uow.commit()`` - leaving without ``commit`` discards the
+changes, so a use case that fails half-way leaves nothing behind. Ingest writes the
+stored-object row and its outbox job in one such transaction, so either both exist or
+neither does.
+"""
+
+from __future__ import annotations
+
+from typing import Self
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from telediag.store.database import make_engine, migrate
+from telediag.store.errors import DatabaseUnavailable, RowConflict
+from telediag.store.hotpath import IngestRows
+from telediag.store.repositories import (CaseRepository, DeviceRepository, JobRepository, QuarantineRepository,
+                                         ResultRepository, SiteRepository)
+
+
+class UnitOfWork:
+    """A transaction scope with its repositories (see module doc)."""
+
+    sites: SiteRepository
+    devices: DeviceRepository
+    cases: CaseRepository
+    jobs: JobRepository
+    results: ResultRepository
+    quarantine: QuarantineRepository
+
+    def __init__(self, session_factory: sessionmaker[Session], snapshot: bool = False) -> None:
+        self._factory = session_factory
+        self._snapshot = snapshot
+        self.session: Session
+
+    def __enter__(self) -> Self:
+        self.session = s = self._factory()
+        if self._snapshot and s.get_bind().dialect.name == "postgresql":
+            # All reads of this unit see one snapshot, so a status page never pairs a job
+            # the worker finished with a case it has not yet marked (PostgreSQL defaults to a
+            # fresh snapshot per statement; SQLite has one writer and WAL snapshots anyway).
+            s.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        self.sites, self.devices, self.cases = SiteRepository(s), DeviceRepository(s), CaseRepository(s)
+        self.jobs, self.results, self.quarantine = JobRepository(s), ResultRepository(s), QuarantineRepository(s)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            self.session.close()  # rolls back anything uncommitted
+        except SQLAlchemyError:
+            pass  # the connection is gone; the pool discards it
+        if isinstance(exc, IntegrityError):
+            raise RowConflict(type(exc.orig).__name__ if exc.orig is not None else "IntegrityError") from exc
+        if isinstance(exc, SQLAlchemyError):
+            raise DatabaseUnavailable(type(exc).__name__) from exc
+
+    def commit(self) -> None:
+        self.session.commit()
+
+
+class Database:
+    """The engine, a factory of units of work, and the C-STORE hot path's repository."""
+
+    def __init__(self, url: str) -> None:
+        self.engine: Engine = make_engine(url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.ingest_rows = IngestRows(self.engine)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def uow(self, snapshot: bool = False) -> UnitOfWork:
+        """A unit of work; ``snapshot=True`` makes all its reads consistent with each other."""
+        return UnitOfWork(self._sessions, snapshot)
+
+    def migrate(self) -> None:
+        migrate(self.engine)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+__all__ = ["Database", "UnitOfWork"]

@@ -1,0 +1,1 @@
+"""One router per stage; ``telediag.web.app`` includes them all."""

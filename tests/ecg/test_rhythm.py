@@ -1,0 +1,208 @@
+"""Rhythm episodes: each label on synthetic signals with known rhythm, MIT-BIH excerpts, pulse and chunking."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from telediag.bench.refdata import project_root, shared_data_dir
+from telediag.ecg import Recording, read_wfdb
+from telediag.ecg.analysis import analyze
+
+SAMPLES = project_root() / "sample_data" / "wfdb"
+NORMAL = [(-0.20, 0.025, 0.15), (-0.03, 0.008, -0.12), (0.0, 0.010, 1.2), (0.03, 0.008, -0.25), (0.28, 0.050, 0.30)]
+NO_P = NORMAL[1:]
+WIDE = [(0.0, 0.035, 1.6), (0.08, 0.04, -0.6), (0.32, 0.06, -0.4)]
+
+
+def ecg(beats: list[tuple[float, list]], fs: float, duration: float, n_leads: int = 2, noise: float = 0.02,
+        seed: int = 0) -> np.ndarray:
+    """Sum-of-Gaussians ECG: one (time, shape) per beat, a shape being (centre, width, mV) waves."""
+    t = np.arange(int(duration * fs)) / fs
+    x = np.zeros((t.size, n_leads))
+    gains = np.linspace(1.0, 0.6, n_leads)
+    for bt, shape in beats:
+        lo, hi = np.searchsorted(t, [bt - 0.5, bt + 0.7])
+        tt = t[lo:hi] - bt
+        x[lo:hi] += sum(a * np.exp(-0.5 * ((tt - c) / w) ** 2) for c, w, a in shape)[:, None] * gains[None, :]
+    return x + np.random.default_rng(seed).normal(0, noise, x.shape)
+
+
+def regular(rate: float, start: float, end: float, shape: list = NORMAL) -> list[tuple[float, list]]:
+    return [(float(b), shape) for b in np.arange(start, end, 60.0 / rate)]
+
+
+def labels_over(result: dict, a: float, b: float) -> dict[str, float]:
+    """Seconds of each rhythm label inside [a, b)."""
+    out: dict[str, float] = {}
+    for e in result["rhythm"]:
+        d = min(e["end_s"], b) - max(e["start_s"], a)
+        if d > 0:
+            out[e["label"]] = out.get(e["label"], 0.0) + d
+    return out
+
+
+def dominant(result: dict, a: float, b: float) -> str:
+    spans = labels_over(result, a, b)
+    return max(spans, key=spans.get)
+
+
+def critical(result: dict) -> list[dict]:
+    return [a for a in result["alarms"] if a["severity"] == "critical"]
+
+
+@pytest.mark.parametrize("rate,label", [(75, "sinus"), (48, "sinus_bradycardia"), (120, "sinus_tachycardia")])
+def test_sinus_rates(rate: float, label: str) -> None:
+    fs = 250.0
+    x = ecg(regular(rate, 0.5, 59.5), fs, 60)
+    result = analyze(Recording(fs=fs, leads=("II", "V1"), signals=x))
+    assert dominant(result, 5, 55) == label
+    assert not critical(result)
+
+
+def test_af_irregular_without_p_waves() -> None:
+    fs = 250.0
+    rng = np.random.default_rng(3)
+    times = 0.5 + np.cumsum(rng.uniform(0.45, 1.05, 150))
+    times = times[times < 119.0]
+    t = np.arange(int(120 * fs)) / fs
+    x = ecg([(float(b), NO_P) for b in times], fs, 120)
+    x += 0.05 * np.sin(2 * np.pi * 6.3 * t + rng.uniform(0, 1) * np.sin(2 * np.pi * 0.4 * t))[:, None]
+    result = analyze(Recording(fs=fs, leads=("II", "V1"), signals=x))
+    assert labels_over(result, 20, 100).get("af", 0.0) > 70.0
+
+
+def test_irregular_sinus_with_p_waves_is_not_af() -> None:
+    # Irregular RR but every QRS preceded by the same P wave (e.g. sinus arrhythmia/variable conduction).
+    fs = 250.0
+    rng = np.random.default_rng(4)
+    times = 0.5 + np.cumsum(rng.uniform(0.6, 1.1, 140))
+    times = times[times < 119.0]
+    x = ecg([(float(b), NORMAL) for b in times], fs, 120)
+    result = analyze(Recording(fs=fs, leads=("II", "V1"), signals=x))
+    assert labels_over(result, 0, 120).get("af", 0.0) < 10.0
+
+
+def test_vt_run_and_monitoring_alarm() -> None:
+    fs = 250.0
+    beats = regular(70, 0.5, 30.0) + regular(170, 30.6, 33.9, WIDE) + regular(70, 34.8, 59.5)
+    x = ecg(beats, fs, 60)
+    result = analyze(Recording(fs=fs, leads=("II", "V1"), signals=x), rules="monitoring")
+    vt = [e for e in result["rhythm"] if e["label"] == "vt"]
+    assert vt and vt[0]["start_s"] == pytest.approx(30.6, abs=0.1)
+    alarms = [a for a in result["alarms"] if a["type"] == "ventricular_tachycardia"]
+    assert len(alarms) == 1 and alarms[0]["evidence"]["beats"] >= 5
+    assert alarms[0]["text"] and alarms[0]["text_zh"]
+    # resting rules: VT must last >= 30 s, so this short run raises no alarm there
+    assert not analyze(Recording(fs=fs, leads=("II", "V1"), signals=x))["alarms"]
+
+
+def test_vf_from_raw_signal() -> None:
+    fs = 250.0
+    t = np.arange(int(60 * fs)) / fs
+    x = ecg(regular(75, 0.5, 30.0), fs, 60)
+    seg = (t >= 30.2) & (t < 42.0)
+    vf = 0.6 * np.sin(2 * np.pi * (5.0 * t + 0.3 * np.sin(2 * np.pi * 0.3 * t))) * (1 + 0.3 * np.sin(2 * np.pi * 0.5 * t))
+    x[seg] += vf[seg, None] * np.array([1.0, 0.7])
+    x += ecg(regular(75, 42.5, 59.5), fs, 60, noise=0.0)
+    result = analyze(Recording(fs=fs, leads=("II", "V1"), signals=x), rules="monitoring")
+    assert labels_over(result, 30, 42).get("vf", 0.0) > 8.0
+    assert any(a["type"] == "ventricular_fibrillation" for a in result["alarms"])
+    assert dominant(result, 0, 28) == "sinus"
+
+
+def _standstill(fs: float) -> np.ndarray:
+    """Sinus, then 7 s of ventricular standstill (P waves only, readable signal), then sinus."""
+    p_only = [NORMAL[0]]
+    beats = regular(75, 0.5, 20.0) + regular(75, 20.4, 27.2, p_only) + regular(75, 27.6, 40.0)
+    return ecg(beats, fs, 40)
+
+
+def test_asystole_and_pause_episodes() -> None:
+    fs = 250.0
+    result = analyze(Recording(fs=fs, leads=("II", "V1"), signals=_standstill(fs)), rules="monitoring")
+    assert labels_over(result, 20, 27).get("asystole", 0.0) > 6.0
+    # the 5 beats spanning the standstill also fall below 40 /min
+    assert {a["type"] for a in critical(result)} == {"asystole", "extreme_bradycardia"}
+    short = regular(75, 0.5, 20.0) + regular(75, 22.4, 40.0)
+    result = analyze(Recording(fs=fs, leads=("II", "V1"), signals=ecg(short, fs, 40)), rules="monitoring")
+    assert "pause" in labels_over(result, 19, 23) and not critical(result)
+
+
+def test_pulse_refutes_false_asystole() -> None:
+    fs = 250.0
+    x = _standstill(fs)
+    t = np.arange(x.shape[0]) / fs
+    # Pleth keeps beating at 75 /min through the "standstill" (e.g. the ECG leads lost the QRS).
+    phase = (t * 75 / 60.0) % 1.0
+    pleth = np.where(phase < 0.3, np.sin(np.pi * phase / 0.3), 0.0) + 0.01 * np.random.default_rng(1).normal(size=t.size)
+    rec = Recording(fs=fs, leads=("II", "V1"), signals=x, pulsatile={"PLETH": (fs, pleth)})
+    result = analyze(rec, rules="monitoring")
+    assert not critical(result)
+    assert "asystole" not in labels_over(result, 20, 27)
+    # a flat pleth (no pulse) does not refute it
+    rec = Recording(fs=fs, leads=("II", "V1"), signals=x, pulsatile={"PLETH": (fs, np.zeros(t.size))})
+    assert "asystole" in {a["type"] for a in critical(analyze(rec, rules="monitoring"))}
+
+
+@pytest.mark.parametrize("kind", ["noise", "lead_off", "clipped"])
+@pytest.mark.parametrize("rules", ["resting", "holter", "monitoring"])
+def test_no_critical_alarm_from_bad_signal(kind: str, rules: str) -> None:
+    fs = 250.0
+    n = int(60 * fs)
+    rng = np.random.default_rng(11)
+    if kind == "noise":
+        x = rng.normal(0, 0.4, (n, 2)) + np.cumsum(rng.normal(0, 0.05, (n, 2)), axis=0) * 0.01
+    elif kind == "lead_off":
+        x = np.zeros((n, 2))
+        x[: int(20 * fs)] = ecg(regular(70, 0.5, 19.5), fs, 20)   # then both leads fall off
+    else:
+        x = np.clip(ecg(regular(70, 0.5, 59.5), fs, 60) * 8.0 + rng.normal(0, 0.5, (n, 2)), -1.0, 1.0)
+    result = analyze(Recording(fs=fs, leads=("II", "V1"), signals=x), rules=rules)
+    assert not critical(result), critical(result)
+    if kind == "lead_off":
+        assert labels_over(result, 22, 60).get("unreadable", 0.0) > 35.0
+
+
+def test_mitdb_sample_excerpts() -> None:
+    sinus = analyze(read_wfdb(SAMPLES / "mitdb101_600s"))
+    assert set(labels_over(sinus, 0, 60)) <= {"sinus", "sinus_bradycardia"}
+    bigeminy = analyze(read_wfdb(SAMPLES / "mitdb119_300s"), rules="holter")
+    assert "af" not in labels_over(bigeminy, 0, 60)          # PVCs are not AF
+    assert not critical(bigeminy)
+
+
+def _shared_segment(record: str, a: float, b: float) -> Recording:
+    shared = shared_data_dir()
+    if shared is None or not (shared / "mitdb" / f"{record}.hea").is_file():
+        pytest.skip("shared MIT-BIH data not available")
+    rec = read_wfdb(shared / "mitdb" / record)
+    i, j = int(a * rec.fs), int(b * rec.fs)
+    return Recording(fs=rec.fs, leads=rec.leads, signals=rec.signals[i:j])
+
+
+def test_mitdb_af_segment() -> None:
+    result = analyze(_shared_segment("201", 0.0, 180.0))          # reference: (AFIB from 0.2 s to 378 s
+    assert labels_over(result, 20, 160).get("af", 0.0) > 120.0
+
+
+def test_mitdb_ventricular_flutter_segment() -> None:
+    result = analyze(_shared_segment("207", 1530.0, 1650.0))      # reference: (VFL 1540.9-1638.7 s
+    assert labels_over(result, 15, 105).get("vf", 0.0) > 60.0
+    assert any(a["type"] == "ventricular_fibrillation" for a in result["alarms"])
+
+
+def test_chunked_equals_whole() -> None:
+    fs = 250.0
+    beats = (regular(72, 0.5, 299.0) + regular(160, 299.3, 302.0, WIDE) + regular(72, 302.8, 595.0)
+             + regular(72, 598.6, 1199.0))            # VT run across the 300 s border, a 3.6-s pause near 600 s
+    x = ecg(beats, fs, 1200, seed=5)
+    rec = Recording(fs=fs, leads=("II", "V1"), signals=x)
+    whole = analyze(rec, rules="monitoring")
+    chunked = analyze(rec, rules="monitoring", chunk_s=300.0)
+    q_whole, q_chunk = np.array(whole["qrs"]), np.array(chunked["qrs"])
+    assert q_whole.size == q_chunk.size == len(beats)
+    assert np.max(np.abs(q_whole - q_chunk)) <= 2
+    assert [(a["type"], round(a["start_s"], 1)) for a in whole["alarms"]] == \
+        [(a["type"], round(a["start_s"], 1)) for a in chunked["alarms"]]
+    assert [e["label"] for e in whole["rhythm"]] == [e["label"] for e in chunked["rhythm"]]
