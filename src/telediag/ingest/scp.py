@@ -184,9 +184,8 @@ class StorageSCP:
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_CONN_OPEN, self._on_conn_open),
         ]
-        if self.tune_transport:
-            handlers.append((evt.EVT_CONN_OPEN, self._on_conn_open))
         ae = self._make_ae()
         self._server = ae.start_server((self.host, self.port), block=False, evt_handlers=handlers)
         self._drop_pdu_loggers(self._server)
@@ -239,7 +238,9 @@ class StorageSCP:
 
     # -- event handlers ------------------------------------------------------------------
     def _on_conn_open(self, event) -> None:
-        tune_acceptor(event.assoc)
+        _answer_invalid_store_requests(event.assoc)
+        if self.tune_transport:
+            tune_acceptor(event.assoc)
 
     def _on_requested(self, event) -> None:
         assoc = event.assoc
@@ -329,6 +330,36 @@ class StorageSCP:
         rq = event.request
         return part10_prefix(str(rq.AffectedSOPClassUID), str(rq.AffectedSOPInstanceUID),
                              str(event.context.transfer_syntax), device.ae_title) + body
+
+
+def _answer_invalid_store_requests(assoc) -> None:
+    """pynetdicom drops a C-STORE request that lacks a required parameter (an empty Affected
+    SOP Instance UID decodes as absent) without answering, and the cart then waits for its
+    DIMSE timeout and sends again, for ever. Answer such a request with 0xC000 and the reason.
+
+    Installed on ``EVT_CONN_OPEN``, before the association's reactor runs; it wraps
+    pynetdicom 3.0's ``Association._serve_request`` (the version is pinned, see
+    :mod:`telediag.ingest.transport`)."""
+    from pynetdicom.dimse_primitives import C_STORE
+
+    serve = assoc._serve_request
+
+    def serve_request(msg, context_id: int) -> None:
+        if isinstance(msg, C_STORE) and msg.MessageID is not None and not msg.is_valid_request:
+            missing = [k for k in msg.REQUEST_KEYWORDS if getattr(msg, k) is None]
+            log.warning("C-STORE from %s refused: request without %s", assoc.requestor.ae_title,
+                        ", ".join(missing))
+            rsp = C_STORE()
+            rsp.MessageIDBeingRespondedTo = msg.MessageID
+            if msg.AffectedSOPClassUID is not None:
+                rsp.AffectedSOPClassUID = msg.AffectedSOPClassUID
+            rsp.Status = STATUS_CANNOT_UNDERSTAND
+            rsp.ErrorComment = _error_comment(f"request without {', '.join(missing)}")
+            assoc.dimse.send_msg(rsp, context_id)
+            return
+        serve(msg, context_id)
+
+    assoc._serve_request = serve_request
 
 
 def _element(group: int, element: int, vr: bytes, value: bytes) -> bytes:
