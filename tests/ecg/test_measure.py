@@ -121,6 +121,16 @@ def test_wide_rbbb_like_qrs() -> None:
     assert m["qt_ms"] == pytest.approx(440, abs=8)
 
 
+def test_wide_qrs_in_noise_keeps_its_slurred_end() -> None:
+    # 50 uV of noise hides the slow terminal component lead by lead; the QRS must not lose it.
+    beats = regular(0.9)
+    x = synth(beats, QRS_RBBB, pr_s=0.16, qt_s=0.44)
+    x += np.random.default_rng(5).normal(0.0, 0.05, x.shape)
+    m = measure(x, beats)
+    assert m["qrs_ms"] == pytest.approx(150, abs=6)
+    assert m["pr_ms"] == pytest.approx(160, abs=8)
+
+
 def test_ventricular_pacing_spikes_are_ignored() -> None:
     beats = regular(0.85)
     discordant_t = gains(120.0, 0.35, [0.3, 0.4, 0.2, -0.1, -0.3, -0.3])

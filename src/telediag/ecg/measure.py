@@ -9,12 +9,12 @@ found on curves that combine the eight independent leads (I, II, V1-V6; the
 other limb leads are sums of I and II), so no single lead with a small or
 isoelectric wave decides:
 
-* QRS onset/offset on the spatial velocity (root of the summed squared slopes):
-  it rises as soon as *any* lead moves and stays up until the last one has
-  finished. Each lead with a real QRS is then followed on its own slope, and the
-  bounds move out to where at least three leads agree, because the slurred end
-  of a bundle-branch-block S wave is slow in all leads but a few. The end is
-  where the slope *stays* low, so a notch does not end the complex.
+* QRS located on the spatial velocity (root of the summed squared slopes), then
+  each lead with a real QRS followed on its own slope: the onset is the earliest
+  that at least three leads agree on, the offset the latest of that and of the
+  spatial velocity, so the slurred end of a bundle-branch-block S wave (slow, in
+  a few leads only) is kept and one noisy lead does not decide. An end is where
+  the slope *stays* low, so a notch does not end the complex.
 * P and T on the spatial magnitude (root of the summed squared deflections from
   the PR-segment level): the P edges by extending the chord of its rising and
   falling flanks to the baseline; the T end where the descent after the T peak
@@ -57,7 +57,7 @@ INDEPENDENT = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")   # the other limb
 QRS_ON_FRAC, QRS_OFF_FRAC = 0.04, 0.06   # fractions of the spatial-velocity peak above the isoelectric floor
 SV_NOISE_K = 2.5                  # QRS levels: at least this multiple of the isoelectric velocity
 LEAD_FRAC, LEAD_MIN_SHARE = 0.05, 0.2   # per lead: fraction of its own peak slope; leads with a real QRS
-LEAD_VOTES = 2                    # leads that must agree on an extension of the QRS bounds
+LEAD_VOTES = 3                    # leads that must agree on a QRS bound (of the 8 independent ones)
 QRS_HOLD_S = 0.016                # the velocity must stay below the level this long to end (slurs, notches)
 P_FRAC = 0.10                     # P onset/offset: fraction of the P magnitude above its floor
 P_MIN_MV = 0.03                   # IEC 60601-2-25 minimum wave: 30 uV; smaller humps are not a P wave
@@ -293,16 +293,19 @@ def _below_for(curve: np.ndarray, start: int, stop: int, level: float, hold: int
 
 
 def _qrs_bounds(med: np.ndarray, ind: list[int], f0: int, fs: float) -> tuple[int, int]:
-    """(onset, offset) of the QRS: spatial velocity first, then refined lead by lead.
+    """(onset, offset) of the QRS: located on the spatial velocity, bounded lead by lead.
 
-    The spatial velocity locates the complex and gives a first pair of bounds; the
-    slurred end of a bundle-branch-block S wave is slow and confined to a few leads,
-    so on the combined velocity it can fall under a fraction of the overall peak
-    slope. Each lead with a real QRS is therefore followed on its own slope to where
-    it stays flat. The global bounds are
-    the earliest onset and latest offset that at least ``LEAD_VOTES`` leads reach
-    (the earliest/latest of IEC 60601-2-25, with one or two leads' noise or baseline
-    slope outvoted), never inside the spatial-velocity bounds.
+    The spatial velocity finds the complex and a first pair of bounds. Each lead
+    with a real QRS is then followed on its own slope (relative to its own peak and
+    noise) to where it stays flat, and the earliest onset / latest offset that at
+    least ``LEAD_VOTES`` leads agree on is taken: the earliest/latest over leads of
+    IEC 60601-2-25, with one or two leads' noise outvoted. The onset is that
+    consensus, because noise or fibrillatory waves in a few leads lift the combined
+    curve before the QRS. The offset is the later of the consensus and the combined
+    curve's, because the slurred end of a bundle-branch-block S wave is slow and
+    confined to a few leads, where noise can hide it lead by lead but the combined
+    curve (summing the leads) still sees it. With fewer usable leads the
+    spatial-velocity bounds stand.
     """
     box = int(round(SLOPE_SMOOTH_S * fs))
     d = np.gradient(med[:, ind], axis=0) * fs
@@ -331,7 +334,7 @@ def _qrs_bounds(med: np.ndarray, ind: list[int], f0: int, fs: float) -> tuple[in
         offs.append(_below_for(s, top, ahead, level, hold))
     if len(ons) >= LEAD_VOTES:
         onset = sorted(ons)[LEAD_VOTES - 1]
-        offset = sorted(offs)[-LEAD_VOTES]
+        offset = max(offset, sorted(offs)[-LEAD_VOTES])
     return onset, offset
 
 
