@@ -87,6 +87,21 @@ def embedded(tmp_path: Path) -> Iterator[Network]:
         system.close()
 
 
+@pytest.fixture
+def api(embedded: Network) -> Iterator[tuple[Network, str]]:
+    """The API app over ``embedded``, served by uvicorn on a loopback port as in production."""
+    from services import free_port
+    from telediag.web import BackgroundServer
+
+    port = free_port()
+    server = BackgroundServer(embedded.system, "127.0.0.1", port)
+    server.start()
+    try:
+        yield embedded, f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
 def wait_for(predicate: Callable[[], object], timeout: float = 30.0, interval: float = 0.1) -> object:
     """Poll ``predicate`` until it returns something truthy; fail the test on timeout."""
     deadline = time.monotonic() + timeout

@@ -3,30 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
 import wfdb
 from sqlalchemy import func, select
 
-from telediag.web import BackgroundServer
 from telediag.store.tables import StoredObject
 
 from conftest import SHARED_DATA, Network, wait_for
-from services import free_port
-
-
-@pytest.fixture
-def api(embedded: Network) -> Iterator[tuple[Network, str]]:
-    """The API app served by uvicorn on a loopback port, as in production."""
-    port = free_port()
-    server = BackgroundServer(embedded.system, "127.0.0.1", port)
-    server.start()
-    try:
-        yield embedded, f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -9,15 +9,12 @@ section and the fault, and nothing is stored.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
 
 from conftest import SAMPLE_DATA, SHARED_DATA, Network, wait_for
-from services import free_port
 from telediag.domain import MediaType
-from telediag.web import BackgroundServer
 
 FORMATS = SAMPLE_DATA / "ecg-formats"
 #: (file, format, whether the cart's measurements are in it)
@@ -39,17 +36,6 @@ BILLION_LAUGHS = b"""<?xml version="1.0"?>
 XXE = b"""<?xml version="1.0"?>
 <!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]>
 <restingecgdata><x>&x;</x></restingecgdata>"""
-
-
-@pytest.fixture
-def api(embedded: Network) -> Iterator[tuple[Network, str]]:
-    port = free_port()
-    server = BackgroundServer(embedded.system, "127.0.0.1", port)
-    server.start()
-    try:
-        yield embedded, f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
 
 
 def _post(base: str, key: str, name: str, data: bytes) -> httpx.Response:

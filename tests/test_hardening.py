@@ -21,7 +21,6 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pydicom
@@ -32,7 +31,7 @@ from pynetdicom import AE
 from conftest import SAMPLE_DATA, Network, register_network
 from factories import ecg_dataset, ecg_objects_of_one_study, part10, synthetic_ecg_uv
 from scp_fixtures import SCP_AE, RunningSCP, dcmtk_tools, running_scp  # noqa: F401  (fixtures)
-from services import PG_DEVICE_AE, ListPublisher, RedisDb, free_port
+from services import PG_DEVICE_AE, ListPublisher, RedisDb
 from telediag.bootstrap import System
 from telediag.config import Settings
 from telediag.domain import JobState
@@ -40,7 +39,6 @@ from telediag.ingest import IngestService
 from telediag.network import device_by_ae_title
 from telediag.queue import BrokerWatch, Sweeper
 from telediag.store import Database, LocalFolderStore
-from telediag.web import BackgroundServer
 
 pytest_plugins = ["services"]
 
@@ -93,17 +91,6 @@ def test_c_store_without_affected_sop_instance_uid_is_answered_at_once(running_s
     assert status is not None and int(status.Status) == 0xC000
     assert "AffectedSOPInstanceUID" in str(status.ErrorComment)
     assert _store_files(running_scp.network) == []
-
-
-@pytest.fixture
-def api(embedded: Network) -> Iterator[tuple[Network, str]]:
-    port = free_port()
-    server = BackgroundServer(embedded.system, "127.0.0.1", port)
-    server.start()
-    try:
-        yield embedded, f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
 
 
 @pytest.mark.parametrize("value", list(BAD_UIDS))

@@ -111,6 +111,20 @@ def test_vf_from_raw_signal() -> None:
     assert dominant(result, 0, 28) == "sinus"
 
 
+@pytest.mark.parametrize("rate", [70.0, 110.0])
+def test_paced_rhythm_is_not_vt(rate: float) -> None:
+    fs = 500.0
+    beats = regular(75, 0.5, 20.0) + regular(rate, 20.5, 59.5, WIDE)
+    x = ecg(beats, fs, 60)
+    for bt, shape in beats:
+        if shape is WIDE:                                   # a 1-ms, 3-mV stimulus 40 ms before each paced QRS
+            k = int(round((bt - 0.04) * fs))
+            x[k] += 3.0
+    result = analyze(Recording(fs=fs, leads=("II", "V1"), signals=x), rules="monitoring")
+    assert labels_over(result, 25, 58).get("paced", 0.0) > 25.0
+    assert not any(a["type"] == "ventricular_tachycardia" for a in result["alarms"])
+
+
 def _standstill(fs: float) -> np.ndarray:
     """Sinus, then 7 s of ventricular standstill (P waves only, readable signal), then sinus."""
     p_only = [NORMAL[0]]

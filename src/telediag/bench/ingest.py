@@ -264,6 +264,24 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _finished(states: dict[str, int]) -> int:
+    return states.get("done", 0) + states.get("dead", 0)
+
+
+def _wait_listening(port: int, proc: subprocess.Popen, timeout_s: float) -> bool:
+    """Wait until ``proc`` accepts connections on ``port``; False if it died or took too long."""
+    import socket
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return True
+        if time.monotonic() > deadline or proc.poll() is not None:
+            return False
+        time.sleep(0.2)
+
+
 def run_telediag_up(work: Path, src: list[Path], storescu: str, n: int, total: int, timeout_s: float,
                     servers: dict[str, str | None]) -> Row:
     """``telediag up`` as shipped, in its own process, analysing while it receives."""
@@ -284,26 +302,19 @@ def run_telediag_up(work: Path, src: list[Path], storescu: str, n: int, total: i
     proc = subprocess.Popen([sys.executable, "-m", "telediag.cli", "up"], env=env, stdout=log_file,
                             stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 60
-        import socket
-
-        while True:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", dicom_port)) == 0:
-                    break
-            if time.monotonic() > deadline or proc.poll() is not None:
-                return Row("telediag up", n, 0, 0.0, total, "did not start (see telediag-up.log)")
-            time.sleep(0.2)
+        if not _wait_listening(dicom_port, proc, 60):
+            return Row("telediag up", n, 0, 0.0, total, "did not start (see telediag-up.log)")
+        with db.uow() as uow:  # a shared production database may hold earlier runs' jobs
+            finished_before = _finished(uow.jobs.count_by_state())
         wall, rc, out = send_all(storescu, dicom_port, "TELEDIAG", src, timeout_s, _bench_ae(run))
         with db.uow() as uow:
-            analysed_at_end = uow.jobs.count_by_state().get("done", 0)
+            analysed_at_end = _finished(uow.jobs.count_by_state()) - finished_before
         stored = _count_stored(db, device_id)
         t0 = time.perf_counter()
         while time.perf_counter() - t0 < timeout_s:
             with db.uow() as uow:
-                states = uow.jobs.count_by_state()
-            if states.get("done", 0) + states.get("dead", 0) >= stored:
-                break
+                if _finished(uow.jobs.count_by_state()) - finished_before >= stored:
+                    break
             time.sleep(0.5)
         drain = time.perf_counter() - t0
     finally:
@@ -333,18 +344,12 @@ def run_bare(work: Path, src: list[Path], storescu: str, n: int, total: int, var
 def run_orthanc(work: Path, src: list[Path], storescu: str, n: int, total: int, timeout_s: float) -> Row | None:
     """Debian's Orthanc (C++ PACS; files fsync'd, SQLite index) as a third peer, if installed."""
     import json
-    import socket
     import urllib.request
 
     exe = shutil.which("Orthanc")
     if exe is None:
         return None
-    ports = []
-    for _ in range(2):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            ports.append(sock.getsockname()[1])
-    dicom_port, http_port = ports
+    dicom_port, http_port = _free_port(), _free_port()
     home = work / "orthanc"
     home.mkdir()
     (home / "orthanc.json").write_text(json.dumps({
@@ -354,14 +359,8 @@ def run_orthanc(work: Path, src: list[Path], storescu: str, n: int, total: int, 
         "SyncStorageArea": True, "StorageCompression": False, "Plugins": [], "HttpServerEnabled": True}))
     proc = subprocess.Popen([exe, str(home / "orthanc.json")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", dicom_port)) == 0:
-                    break
-            if time.monotonic() > deadline or proc.poll() is not None:
-                return Row("orthanc (Debian)", n, 0, 0.0, total, "did not start")
-            time.sleep(0.2)
+        if not _wait_listening(dicom_port, proc, 30):
+            return Row("orthanc (Debian)", n, 0, 0.0, total, "did not start")
         wall, rc, _ = send_all(storescu, dicom_port, "ORTHANC", src, timeout_s)
         with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/statistics", timeout=10) as resp:
             stored = int(json.load(resp)["CountInstances"])

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 
 from telediag.cli import admin, serve, tools
 
