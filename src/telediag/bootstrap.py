@@ -31,11 +31,13 @@ class System:
     """The assembled parts; attributes are built on first use."""
 
     settings: Settings
+    #: False in the analysis processes, which write derived data only (see ``store.make_engine``).
+    durable_commits: bool = True
     _processes: AnalysisProcesses | None = field(default=None, init=False, repr=False)
 
     @cached_property
     def db(self) -> Database:
-        db = Database(self.settings.effective_database_url)
+        db = Database(self.settings.effective_database_url, durable=self.durable_commits)
         db.migrate()
         return db
 

@@ -170,7 +170,8 @@ class Row:
     stored: int
     wall_s: float
     total_bytes: int
-    note: str = ""
+    note: str = ""  #: a fault (the run does not count as a success)
+    remark: str = ""  #: information beside the figures
 
     @property
     def rate(self) -> float:
@@ -323,8 +324,8 @@ def run_telediag_up(work: Path, src: list[Path], storescu: str, n: int, total: i
         log_file.close()
         db.dispose()
     note = "" if rc == 0 else f"storescu exit {rc}: {out.strip().splitlines()[-1] if out.strip() else ''}"
-    note = (note + "; " if note else "") + f"{analysed_at_end} analysed while receiving, rest in {drain:.1f} s"
-    return Row(f"telediag up, as shipped ({_server_names(servers)})", n, stored, wall, total, note)
+    remark = f"{analysed_at_end} analysed while receiving, the rest {drain:.1f} s later"
+    return Row(f"telediag up, as shipped ({_server_names(servers)})", n, stored, wall, total, note, remark)
 
 
 def run_bare(work: Path, src: list[Path], storescu: str, n: int, total: int, variant: str, timeout_s: float) -> Row:
@@ -389,7 +390,8 @@ def format_table(rows: list[Row]) -> str:
     lines = [f"{'server':<44} | {'instances/s':>11} | {'MB/s':>6} | {'wall s':>7} | {'stored':>6} | note",
              "-" * 44 + "-+-" + "-" * 11 + "-+-" + "-" * 6 + "-+-" + "-" * 7 + "-+-" + "-" * 6 + "-+-----"]
     for r in rows:
-        lines.append(f"{r.server:<44} | {r.rate:>11.1f} | {r.mb_s:>6.1f} | {r.wall_s:>7.2f} | {r.stored:>6} | {r.note}")
+        notes = "; ".join(x for x in (r.note, r.remark) if x)
+        lines.append(f"{r.server:<44} | {r.rate:>11.1f} | {r.mb_s:>6.1f} | {r.wall_s:>7.2f} | {r.stored:>6} | {notes}")
     return "\n".join(lines)
 
 

@@ -15,6 +15,7 @@ import logging
 import multiprocessing
 import os
 import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from typing import Callable, Iterator
@@ -88,16 +89,26 @@ class LeaseKeeper:
 _child_runner: JobRunner | None = None
 
 
+def _exit_with_parent(parent_pid: int) -> None:
+    """End this analysis process once its parent is gone (a ``kill -9`` of ``telediag up``
+    leaves no orphan analysing on: the jobs are republished when ``up`` starts again)."""
+    while os.getppid() == parent_pid:
+        time.sleep(1.0)
+    os._exit(0)
+
+
 def _child_start(settings, niceness: int) -> None:
     """Initializer of an analysis process: lower priority, then its own system parts."""
     global _child_runner
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="telediag-parent-watch",
+                     daemon=True).start()
     try:
         os.nice(niceness)
     except OSError:  # not permitted here: the process still works, at normal priority
         log.warning("could not lower the analysis process priority")
     from telediag.bootstrap import System
 
-    system = System(settings)
+    system = System(settings, durable_commits=False)
     _child_runner = system.run_job_here
 
 

@@ -64,8 +64,8 @@ class UnitOfWork:
 class Database:
     """The engine, a factory of units of work, and the C-STORE hot path's repository."""
 
-    def __init__(self, url: str) -> None:
-        self.engine: Engine = make_engine(url)
+    def __init__(self, url: str, durable: bool = True) -> None:
+        self.engine: Engine = make_engine(url, durable)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.ingest_rows = IngestRows(self.engine)
 
