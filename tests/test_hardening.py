@@ -256,3 +256,58 @@ def test_redis_that_lost_its_messages_is_noticed_within_a_sweep(redis_db: RedisD
     assert all(len(redis_db.messages_for_job(i)) == 1 for i in ids)
     assert sweeper.sweep() == 0  # the queue holds them again: nothing more to do
     system.close()
+
+
+def test_kill_9_of_telediag_up_with_a_backlog_resumes_at_once(procs, tmp_path: Path) -> None:
+    """``telediag up`` as a newcomer runs it, killed with a backlog of unanalysed ECGs: its
+    analysis processes end with it, and the next ``up`` owns every job and finishes the
+    backlog at once, not after the stale-job rule (set to an hour here)."""
+    from services import free_port, port_open, register_network_cli, storescu, telediag_env, wait_until
+
+    env = {**telediag_env(data_dir=tmp_path / "data", job_stale_after_s=3600, analysis_processes=1),
+           "TELEDIAG_DICOM_HOST": "127.0.0.1"}
+    cart = register_network_cli(env)
+    folder = tmp_path / "objects"
+    folder.mkdir()
+    for i, data in enumerate(ecg_objects_of_one_study(40)):
+        (folder / f"ecg{i:03d}.dcm").write_bytes(data)
+    dicom_port, http_port = free_port(), free_port()
+    args = ["up", "--dicom-port", str(dicom_port), "--http-port", str(http_port)]
+    up = procs.start("up", args, env).wait_port(dicom_port)
+    sent = storescu(dicom_port, cart.ae_title, sorted(folder.iterdir()))
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    children = _children(up.pid)
+    assert children, "telediag up runs its analysis in child processes"
+    up.kill()  # SIGKILL, with jobs of the 40 not yet analysed
+    wait_until(lambda: not port_open(dicom_port), 10, "the killed process to release its port")
+    wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in children), 10,
+               "the killed process's analysis processes to end")
+
+    db = Database(Settings(data_dir=tmp_path / "data").effective_database_url)
+    with db.uow() as uow:
+        left = 40 - uow.jobs.count_by_state().get("done", 0)
+    assert left > 0, "the backlog was analysed before the kill; nothing to prove"
+    started = time.monotonic()
+    procs.start("up", args, env).wait_port(dicom_port)
+
+    def finished() -> bool:
+        with db.uow() as uow:
+            return uow.jobs.count_by_state().get("done", 0) == 40
+
+    wait_until(finished, 60, "the restarted telediag up to analyse the backlog")
+    elapsed = time.monotonic() - started
+    db.dispose()
+    assert elapsed < 60
+
+
+def _children(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid`` (from /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
