@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, text
 
-from services import PG_DEVICE_AE, ListPublisher, SAMPLE_DATA, SHARED_DATA, BackgroundCall, S3Server, free_port, sha256_bytes, start_seaweed
+from services import PG_DEVICE_AE, ListPublisher, SAMPLE_DATA, BackgroundCall, S3Server, free_port, sha256_bytes, start_seaweed
 from telediag.store import Database
 from telediag.ingest.dicom import inspect
 from telediag.ingest.service import IngestService, StorageUnavailable, dicom_key
@@ -22,7 +22,7 @@ from telediag.store.objects import IntegrityError, ObjectStoreError, S3Store, op
 pytest_plugins = ["services"]
 pytestmark = pytest.mark.services
 
-DICOM = SHARED_DATA / "dicom"
+DICOM = SAMPLE_DATA / "dicom"  # the ECGs are in the clone; no test here needs ../shared
 WFDB = SAMPLE_DATA / "wfdb"
 
 
