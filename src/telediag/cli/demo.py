@@ -1,7 +1,8 @@
 """``telediag demo``: play a township ECG cart sending ``sample_data/`` and show what happened.
 
 It registers a small demo network if absent (prefecture -> county -> township, one
-cart), then sends every DICOM sample with C-STORE and every WFDB record over HTTP,
+cart), then sends every DICOM sample with C-STORE, every cart export (SCP-ECG, HL7 aECG,
+Philips XML) and every WFDB record over HTTP,
 exactly as a device would, and prints each object's fate and its analysis. If a
 ``telediag up`` is already serving this data directory's ports it talks to that;
 otherwise it starts the embedded system itself for the length of the demo.
@@ -90,6 +91,15 @@ def _send_dicom(path: Path, settings: Settings) -> str:
     return "success" if code == 0 else f"refused, status 0x{code:04X} {comment}".rstrip()
 
 
+def _send_ecg_file(path: Path, settings: Settings, api_key: str) -> str:
+    """A cart's own export (SCP-ECG, HL7 aECG, GE MUSE or Philips XML) over HTTP."""
+    resp = httpx.post(f"http://127.0.0.1:{settings.http_port}/api/v1/ecg", headers={"X-API-Key": api_key},
+                      files=[("files", (path.name, path.read_bytes()))], timeout=60)
+    body = resp.json()
+    detail = body["objects"][0]["status"] if resp.is_success else body.get("detail")
+    return f"HTTP {resp.status_code} {detail}"
+
+
 def _send_wfdb(header: Path, settings: Settings, api_key: str) -> str:
     files = [("files", (p.name, p.read_bytes())) for p in sorted(header.parent.glob(header.stem + ".*"))
              if p.suffix != ".md"]
@@ -136,6 +146,9 @@ def run_demo(settings: Settings, samples: Path) -> int:
             assoc.release()
         for path in sorted(samples.rglob("*.dcm")):
             print(f"C-STORE {path.relative_to(samples)}: {_send_dicom(path, settings)}")
+        vendor_files = sorted(p for p in (samples / "ecg-formats").rglob("*") if p.is_file() and p.suffix != ".md")
+        for path in vendor_files:
+            print(f"HTTP upload of {path.relative_to(samples)}: {_send_ecg_file(path, settings, api_key)}")
         for header in sorted(samples.rglob("*.hea")):
             print(f"HTTP upload of WFDB record {header.relative_to(samples).with_suffix('')}: "
                   f"{_send_wfdb(header, settings, api_key)}")
