@@ -45,25 +45,12 @@ import struct
 import threading
 import time
 import weakref
+from dataclasses import dataclass
 from io import BytesIO
 from typing import Any, Callable
 
+from pydicom import uid as ts
 from pydicom.dataset import Dataset
-from pydicom.uid import (
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    JPEG2000,
-    JPEG2000Lossless,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLossless,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-    RLELossless,
-)
 from pynetdicom import AE, PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
@@ -79,24 +66,12 @@ Authorize = Callable[[str], DeviceIdentity | None]
 log = logging.getLogger(__name__)
 
 #: Transfer syntaxes accepted for waveforms (no image codec applies to a waveform).
-WAVEFORM_TRANSFER_SYNTAXES: list[str] = [
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-]
+WAVEFORM_TRANSFER_SYNTAXES: list[str] = [ts.ExplicitVRLittleEndian, ts.ImplicitVRLittleEndian,
+                                           ts.DeflatedExplicitVRLittleEndian, ts.ExplicitVRBigEndian]
 #: Transfer syntaxes accepted for images: uncompressed, deflated and the usual codecs.
 IMAGE_TRANSFER_SYNTAXES: list[str] = WAVEFORM_TRANSFER_SYNTAXES + [
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLossless,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-    JPEG2000Lossless,
-    JPEG2000,
-    RLELossless,
-]
+    ts.JPEGBaseline8Bit, ts.JPEGExtended12Bit, ts.JPEGLossless, ts.JPEGLosslessSV1, ts.JPEGLSLossless,
+    ts.JPEGLSNearLossless, ts.JPEG2000Lossless, ts.JPEG2000, ts.RLELossless]
 
 STATUS_SUCCESS = 0x0000
 STATUS_WARNING_NOT_ADDED = 0xB006
@@ -137,26 +112,30 @@ def storage_contexts() -> list[tuple[str, list[str]]]:
     return pairs
 
 
+@dataclass(frozen=True)
+class AssociationLimits:
+    """What one association may cost: PDU size we receive, how long a silent peer is kept,
+    and how many carts may be connected at once."""
+
+    max_pdu_size: int = DEFAULT_MAX_PDU
+    network_timeout: float = 60.0
+    acse_timeout: float = 30.0
+    dimse_timeout: float = 60.0
+    max_associations: int = 50
+
+
 class StorageSCP:
     """pynetdicom storage SCP feeding IngestService."""
 
     def __init__(self, ingest: IngestService, authorize: Authorize, ae_title: str = "TELEDIAG", host: str = "0.0.0.0",
                  port: int = 11112, max_object_bytes: int = 512 * 1024 * 1024, *,
-                 tune_transport: bool = True, max_pdu_size: int = DEFAULT_MAX_PDU,
-                 network_timeout: float = 60.0, acse_timeout: float = 30.0, dimse_timeout: float = 60.0,
-                 max_associations: int = 50) -> None:
-        self.ingest = ingest
-        self.authorize = authorize
+                 tune_transport: bool = True, limits: AssociationLimits = AssociationLimits()) -> None:
+        self.ingest, self.authorize = ingest, authorize
         self.ae_title = ae_title.strip().upper()
-        self.host = host
-        self.port = port
+        self.host, self.port = host, port
         self.max_object_bytes = max_object_bytes
         self.tune_transport = tune_transport
-        self.max_pdu_size = max_pdu_size
-        self.network_timeout = network_timeout
-        self.acse_timeout = acse_timeout
-        self.dimse_timeout = dimse_timeout
-        self.max_associations = max_associations
+        self.limits = limits
         self._server = None
         self._stopped = threading.Event()
         self._devices: "weakref.WeakKeyDictionary[Any, DeviceIdentity]" = weakref.WeakKeyDictionary()
@@ -165,11 +144,12 @@ class StorageSCP:
     # -- lifecycle -----------------------------------------------------------------------
     def _make_ae(self) -> AE:
         ae = AE(ae_title=self.ae_title)
-        ae.maximum_pdu_size = self.max_pdu_size
-        ae.network_timeout = self.network_timeout
-        ae.acse_timeout = self.acse_timeout
-        ae.dimse_timeout = self.dimse_timeout
-        ae.maximum_associations = self.max_associations
+        limits = self.limits
+        ae.maximum_pdu_size = limits.max_pdu_size
+        ae.network_timeout = limits.network_timeout
+        ae.acse_timeout = limits.acse_timeout
+        ae.dimse_timeout = limits.dimse_timeout
+        ae.maximum_associations = limits.max_associations
         ae.require_called_aet = True  # second line of defence; EVT_REQUESTED checks it first
         ae.add_supported_context(Verification)
         for sop_class, syntaxes in storage_contexts():

@@ -34,12 +34,8 @@ class Sweeper(threading.Thread):
                  interval_s: float = 5.0, stale_after_s: float = 600.0, pending_grace_s: float = 5.0,
                  owns_all_jobs: bool = False) -> None:
         super().__init__(name="telediag-sweeper", daemon=True)
-        self.db = db
-        self.publisher = publisher
-        self.watch = watch
-        self.interval_s = interval_s
-        self.stale_after_s = stale_after_s
-        self.pending_grace_s = pending_grace_s
+        self.db, self.publisher, self.watch = db, publisher, watch
+        self.interval_s, self.stale_after_s, self.pending_grace_s = interval_s, stale_after_s, pending_grace_s
         self.owns_all_jobs = owns_all_jobs
         self.stopped = threading.Event()
         self._epoch: str | None = None
