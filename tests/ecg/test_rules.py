@@ -154,7 +154,8 @@ def test_stemi_end_to_end_on_synthetic_twelve_lead() -> None:
         p = 0.12 * np.exp(-0.5 * ((tt + 0.17) / 0.025) ** 2)
         tw = 0.3 * np.exp(-0.5 * ((tt - 0.30) / 0.05) ** 2)
         for j, lead in enumerate(leads):
-            plateau = st.get(lead, 0.0) * (1 / (1 + np.exp(-(tt - 0.05) / 0.005))) * (1 / (1 + np.exp((tt - 0.30) / 0.04)))
+            rise, fall = 1 / (1 + np.exp(-(tt - 0.05) / 0.005)), 1 / (1 + np.exp((tt - 0.30) / 0.04))
+            plateau = st.get(lead, 0.0) * rise * fall
             x[:, j] += qrs + p + tw + plateau
     result = analyze(Recording(fs=500.0, leads=leads, signals=x + np.random.default_rng(2).normal(0, 0.01, x.shape)))
     stemi = [a for a in result["alarms"] if a["type"] == "stemi"]
@@ -274,3 +275,23 @@ def test_unreadable_gap_is_not_a_pause() -> None:
     rh = detect_rhythm(np.round(np.asarray(beats) * FS).astype(np.int64), ["N"] * len(beats), FS, n, unread, 2.0)
     for name in BUILTIN:
         assert not evaluate(load_rules(name), rh)
+
+
+@pytest.mark.parametrize("gap,expected", [(2.9, False), (3.1, True)])
+def test_resting_pause_boundary_end_to_end(gap: float, expected: bool) -> None:
+    fs = 500.0
+    times = list(np.arange(0.5, 5.0, 0.8))
+    times += list(times[-1] + gap + np.arange(0, 5.0, 0.8))
+    t = np.arange(int((times[-1] + 1.0) * fs)) / fs
+    x = np.zeros((t.size, 2))
+    for bt in times:
+        tt = t - bt
+        x[:, 0] += 1.2 * np.exp(-0.5 * (tt / 0.01) ** 2) + 0.15 * np.exp(-0.5 * ((tt + 0.2) / 0.025) ** 2) \
+            + 0.3 * np.exp(-0.5 * ((tt - 0.28) / 0.05) ** 2)
+    x[:, 1] = 0.6 * x[:, 0]
+    x += np.random.default_rng(3).normal(0, 0.01, x.shape)
+    result = analyze(Recording(fs=fs, leads=("II", "V1"), signals=x))
+    pauses = [a for a in result["alarms"] if a["type"] == "pause"]
+    assert bool(pauses) == expected
+    if expected:
+        assert pauses[0]["evidence"]["rr_s"] == pytest.approx(gap, abs=0.004)

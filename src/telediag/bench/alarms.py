@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
           f"[{ALARM_AT_S - WINDOW_S:.0f}, {ALARM_AT_S:.0f}] s with signal up to the alarm only (real-time)")
     _table("all records", rows)
     _table("design half (even alphabetical positions; looked at while designing)", design)
-    _table("held-out half (odd positions; not looked at record by record)", held)
+    _table("held-out half (odd positions)", held)
     print(f"\n{'reference':<45} {'score':>6}")
     for name, value in PUBLISHED:
         print(f"{name:<45} {_fmt(value if value is not None else _score(rows, every_true=True)[0])}")

@@ -158,40 +158,82 @@ def _score(directory: Path, name: str, rules_name: str) -> RecordScore:
                        (dur - event_s) / 3600)
 
 
-def _holter(directory: Path, names: list[str], hours: float, fs: float, n_leads: int) -> int:
+class _Int16File:
+    """A 16-bit sample file read slice by slice (mV on access), like a streaming Holter reader:
+    no signal-sized array and no memory map, so the resident set is the analysis's own."""
+
+    def __init__(self, path: Path, n: int, n_leads: int, gain: float) -> None:
+        self.path, self.shape, self.gain = path, (n, n_leads), gain
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        start, stop, _ = rows.indices(self.shape[0])
+        with open(self.path, "rb") as f:
+            f.seek(start * self.shape[1] * 2)
+            raw = np.fromfile(f, dtype="<i2", count=(stop - start) * self.shape[1])
+        return raw.reshape(-1, self.shape[1]) / self.gain
+
+
+def _holter_source(directory: Path, names: list[str], n: int, fs: float, n_leads: int):
+    """Yield (start, samples) of a Holter of ``n`` samples built from the records end to end,
+    resampled to ``fs``; a third lead (when asked) is lead 2 - lead 1."""
+    from telediag.ecg.filters import resample
+
+    total, i = 0, 0
+    while total < n:
+        x = resample(read_recording(directory / names[i % len(names)]).signals, 360.0, fs)
+        x = x[:n - total]
+        if n_leads == 3:
+            x = np.column_stack([x, x[:, 1] - x[:, 0]])
+        yield total, x
+        total += x.shape[0]
+        i += 1
+
+
+def _holter(directory: Path, names: list[str], hours: float, fs: float, n_leads: int, stream: bool) -> int:
     """Time the whole analysis of a long Holter built from the records end to end, and its peak memory.
 
-    The records are resampled to ``fs``; a third lead (when asked) is lead 2 - lead 1. Peak
-    memory is the process's maximum resident set (``ru_maxrss``), which includes the
-    recording itself (float64, as ``Recording`` holds it).
+    Peak memory is the process's maximum resident set (``ru_maxrss``). Without ``stream`` it
+    includes the recording itself (float64, as ``Recording`` holds it); with ``stream`` the
+    signal stays in a 16-bit file read chunk by chunk (what a streaming reader does), through
+    ``analyze_stream``.
     """
     import resource
+    import tempfile
 
-    from telediag.ecg.filters import resample
+    from telediag.ecg.analysis import analyze_stream
     from telediag.ecg.recording import Recording
 
-    target = int(hours * 3600 * fs)
-    sig = np.empty((target, n_leads))          # filled in place: the build costs no second copy
-    total, i = 0, 0
-    while total < target:
-        x = resample(read_recording(directory / names[i % len(names)]).signals, 360.0, fs)
-        k = min(x.shape[0], target - total)
-        sig[total:total + k, :2] = x[:k]
-        if n_leads == 3:
-            sig[total:total + k, 2] = x[:k, 1] - x[:k, 0]
-        total += k
-        i += 1
-    del x
-    rec = Recording(fs=fs, leads=("MLII", "V1", "V1-MLII")[:n_leads], signals=sig)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    t0 = time.process_time()
-    result = analyze(rec, rules="holter")
-    cpu = time.process_time() - t0
+    n = int(hours * 3600 * fs)
+    label = f"Holter {hours:.0f} h, {n_leads} leads at {fs:.0f} Hz ({n * n_leads * 8 / 2**20:.0f} MiB as float64)"
+    if not stream:
+        sig = np.empty((n, n_leads))          # filled in place: the build costs no second copy
+        for start, x in _holter_source(directory, names, n, fs, n_leads):
+            sig[start:start + x.shape[0]] = x
+        rec = Recording(fs=fs, leads=("MLII", "V1", "V1-MLII")[:n_leads], signals=sig)
+        del sig
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        t0 = time.process_time()
+        result = analyze(rec, rules="holter")
+        cpu = time.process_time() - t0
+        where = "in memory (Recording, float64)"
+    else:
+        with tempfile.TemporaryDirectory(prefix="telediag-holter-") as tmp:
+            path = Path(tmp) / "holter.i16"
+            with open(path, "wb") as f:
+                for _, x in _holter_source(directory, names, n, fs, n_leads):
+                    np.clip(np.round(x * 200.0), -32768, 32767).astype("<i2").tofile(f)
+            del x
+            source = _Int16File(path, n, n_leads, 200.0)
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            t0 = time.process_time()
+            result = analyze_stream(source, fs, ("MLII", "V1", "V1-MLII")[:n_leads], rules="holter")
+            cpu = time.process_time() - t0
+        where = "streamed from a 16-bit file (analyze_stream)"
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"Holter {hours:.0f} h, {n_leads} leads at {fs:.0f} Hz ({rec.signals.nbytes / 2**20:.0f} MiB as float64): "
-          f"{len(result['qrs'])} beats, {len(result['rhythm'])} episodes, {len(result['alarms'])} alarms")
-    print(f"CPU {cpu:.1f} s = {hours * 3600 / cpu:.0f}x real time (one core); peak RSS {peak:.0f} MiB "
-          f"(before analysis {before:.0f} MiB, of which the recording {rec.signals.nbytes / 2**20:.0f} MiB)")
+    print(f"{label}, {where}: {len(result['qrs'])} beats, {len(result['rhythm'])} episodes, "
+          f"{len(result['alarms'])} alarms")
+    print(f"  CPU {cpu:.1f} s = {hours * 3600 / cpu:.0f}x real time (one core); peak RSS {peak:.0f} MiB "
+          f"(before the analysis {before:.0f} MiB)")
     return 0
 
 
@@ -209,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="instead: time a Holter of this many hours built from the records end to end")
     parser.add_argument("--fs", type=float, default=250.0, help="sampling rate of that Holter (default 250)")
     parser.add_argument("--leads", type=int, choices=(2, 3), default=2, help="leads of that Holter")
+    parser.add_argument("--stream", action="store_true",
+                        help="read that Holter chunk by chunk from a 16-bit file instead of holding it in memory")
     parser.add_argument("--rules", nargs="+", default=["holter", "resting", "monitoring"],
                         help="rule sets whose false critical alarms are counted (the first also gives the table)")
     args = parser.parse_args(argv)
@@ -220,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     names = args.records or ((data / "RECORDS").read_text().split() if (data / "RECORDS").is_file()
                              else sorted(p.stem for p in data.glob("*.hea")))
     if args.holter_hours:
-        return _holter(data, names, args.holter_hours, args.fs, args.leads)
+        return _holter(data, names, args.holter_hours, args.fs, args.leads, args.stream)
     try:
         by_rules = {r: [_score(data, n, r) for n in names] for r in args.rules}
     except (OSError, ValueError) as exc:

@@ -13,7 +13,8 @@ side; each chunk keeps only the beats and quality blocks it owns, so nothing
 at a chunk border is lost or counted twice, and the beat-level rhythm and
 rules then run once over the whole stitched beat series (episodes never
 break at a border). Peak memory is a few chunk-sized buffers plus the
-beat arrays, whatever the length.
+beat arrays, whatever the length; :func:`analyze_stream` takes any sliceable
+signal source, so a Holter need never be held in memory as float64 at all.
 """
 
 from __future__ import annotations
@@ -26,14 +27,15 @@ import numpy as np
 
 from .beats import classify_beats
 from .measure import heart_rate_bpm, interval_measurements, rr_summary
+from .measure import SPIKE_MIN_FS, remove_pacing_spikes
 from .qrs import detect_qrs
 from .quality import BLOCK_S, QualityResult, assess_quality
 from .recording import Recording
-from .rhythm import (RhythmResult, atrial_consistency, detect_rhythm, disorganised_blocks, low_band, pulse_beats,
-                     qrs_activity, shape_correlation, st_t_levels, vf_blocks)
+from .rhythm import (RhythmResult, atrial_consistency, detect_rhythm, disorganised_blocks, low_band, paced_beats,
+                     pulse_beats, qrs_activity, shape_correlation, st_t_levels, vf_blocks)
 from .rules import RuleSet, evaluate, load_rules
 
-__all__ = ["analyze", "ANALYZER_VERSION"]
+__all__ = ["analyze", "analyze_stream", "signal_stage", "SignalParts", "ANALYZER_VERSION"]
 
 ANALYZER_VERSION = "telediag-ecg 0.1.0"
 PAUSE_S = 3.0                     # RR longer than this: pause / asystole
@@ -80,6 +82,7 @@ class SignalParts:
     atrial: np.ndarray          # per beat: P-wave consistency (AF second opinion)
     disorganised: np.ndarray    # per quality block: noise without a QRS floor
     shape: np.ndarray           # per beat: correlation with the conducted QRS (ventricular runs)
+    paced: np.ndarray           # per beat: a pacing spike precedes it
 
 
 def _chunk_parts(x: np.ndarray, fs: float) -> SignalParts:
@@ -96,7 +99,8 @@ def _chunk_parts(x: np.ndarray, fs: float) -> SignalParts:
     atrial = atrial_consistency(low, fs_low, qrs, fs, labels)
     noise = disorganised_blocks(result.envelope, fs, quality.usable.shape[0], quality.block_s)
     shape = shape_correlation(result.bandpassed, qrs, labels, fs, quality.usable, quality.block_s)
-    return SignalParts(qrs, labels, quality, vf, activity, atrial, noise, shape)
+    spikes = remove_pacing_spikes(x, fs)[1] if fs >= SPIKE_MIN_FS else np.zeros(0, np.int64)
+    return SignalParts(qrs, labels, quality, vf, activity, atrial, noise, shape, paced_beats(spikes, qrs, fs))
 
 
 def signal_stage(signals: Any, fs: float, chunk_s: float = CHUNK_S, margin_s: float = MARGIN_S) -> SignalParts:
@@ -120,7 +124,8 @@ def signal_stage(signals: Any, fs: float, chunk_s: float = CHUNK_S, margin_s: fl
     factor = max(int(fs // HOLTER_FS), 1)
     if block % factor:
         factor = 1
-    qrs_parts, label_parts, vf_parts, act_parts, atrial_parts, noise_parts, shape_parts = [], [], [], [], [], [], []
+    qrs_parts, label_parts, vf_parts, act_parts, atrial_parts, noise_parts, shape_parts, paced_parts = \
+        [], [], [], [], [], [], [], []
     fields: dict[str, list[np.ndarray]] = {k: [] for k in ("missing", "flat", "clipped", "noisy", "jump", "artefact")}
     for s in range(0, n, chunk):
         e = min(s + chunk, n)
@@ -136,6 +141,7 @@ def signal_stage(signals: Any, fs: float, chunk_s: float = CHUNK_S, margin_s: fl
         label_parts.append(np.asarray(part.labels, dtype=object)[owned])
         atrial_parts.append(part.atrial[owned])
         shape_parts.append(part.shape[owned])
+        paced_parts.append(part.paced[owned])
         b0, b1 = (s - a) // block, (s - a) // block + -(-(e - s) // block)
         for k in fields:
             fields[k].append(getattr(part.quality, k)[b0:b1])
@@ -149,7 +155,7 @@ def signal_stage(signals: Any, fs: float, chunk_s: float = CHUNK_S, margin_s: fl
     quality = QualityResult(block_s=BLOCK_S, **{k: np.concatenate(v) for k, v in fields.items()})
     return SignalParts(qrs[keep], [str(v) for v in labels[keep]], quality, np.concatenate(vf_parts),
                        np.concatenate(act_parts), np.concatenate(atrial_parts)[keep], np.concatenate(noise_parts),
-                       np.concatenate(shape_parts)[keep])
+                       np.concatenate(shape_parts)[keep], np.concatenate(paced_parts)[keep])
 
 
 def _rules(rules: str | Path | RuleSet) -> RuleSet:
@@ -193,19 +199,8 @@ def analyze(rec: Recording, rules: str | Path | RuleSet = "resting", *, chunk_s:
             except ValueError:
                 measurements = None
 
-    usable = quality.usable
-    per_lead = {
-        lead: {
-            "usable_fraction": round(float(usable[:, j].mean()), 4),
-            "flat_blocks": int(quality.flat[:, j].sum()),
-            "clipped_blocks": int(quality.clipped[:, j].sum()),
-            "noisy_blocks": int(quality.noisy[:, j].sum()),
-            "baseline_jump_blocks": int(quality.jump[:, j].sum()),
-        }
-        for j, lead in enumerate(rec.leads)
-    }
-    unreadable = quality.unreadable_windows(rec.duration_s)
-    rhythm = _rhythm(rec, parts)
+    pulses = [pulse_beats(samples, pfs) for pfs, samples in rec.pulsatile.values()]
+    rhythm = _rhythm(parts, fs, n, pulses)
     morphology = _morphology(rec, qrs, labels) if measurements is not None else None
     alarms = evaluate(rule_set, rhythm, measurements, morphology)
     return {
@@ -218,12 +213,7 @@ def analyze(rec: Recording, rules: str | Path | RuleSet = "resting", *, chunk_s:
         "beats": labels,
         "heart_rate_bpm": round(hr, 1) if hr is not None else None,
         "rr_ms": rr_summary(qrs, fs),
-        "quality": {
-            "block_s": quality.block_s,
-            "per_lead": per_lead,
-            "unreadable_windows": [{"start_s": a, "end_s": b} for a, b in unreadable],
-            "unreadable_fraction": round(float(quality.unreadable_blocks.mean()), 4),
-        },
+        "quality": _quality_summary(quality, rec.leads, rec.duration_s),
         "measurements": measurements,
         "device_measurements": dict(rec.source.measurements),
         "device_statements": list(rec.source.statements),
@@ -234,12 +224,63 @@ def analyze(rec: Recording, rules: str | Path | RuleSet = "resting", *, chunk_s:
     }
 
 
-def _rhythm(rec: Recording, parts: SignalParts) -> RhythmResult:
-    """Beat-level rhythm over the stitched beat series, with pulse evidence from pulsatile channels."""
-    pulses = [pulse_beats(samples, pfs) for pfs, samples in rec.pulsatile.values()]
-    return detect_rhythm(parts.qrs, parts.labels, rec.fs, rec.n_samples, parts.quality.unreadable_blocks,
-                         parts.quality.block_s, parts.vf, pulses, parts.activity, parts.atrial, parts.disorganised,
-                         parts.shape)
+def analyze_stream(signals: Any, fs: float, leads: tuple[str, ...], rules: str | Path | RuleSet = "holter", *,
+                   chunk_s: float = CHUNK_S) -> dict[str, Any]:
+    """Rhythm analysis of a recording too long to hold as a :class:`Recording` (a 24-hour Holter).
+
+    ``signals`` is any (n, n_leads) array-like in mV that slices along axis 0 (a reader that
+    decodes a slice of the file on access), read one chunk at a time, so the peak memory is
+    the analysis's own (about 150 MB for 24 h x 3 leads at 500 Hz), not the recording's.
+    Keys as :func:`analyze` minus what needs the whole signal or the file (start_time,
+    measurements and the device's, format); no pulsatile channels.
+    """
+    rule_set = _rules(rules)
+    n = int(signals.shape[0])
+    parts = signal_stage(signals, fs, chunk_s)
+    qrs, labels = parts.qrs, parts.labels
+    hr = heart_rate_bpm(qrs, fs)
+    rhythm = _rhythm(parts, fs, n, [])
+    return {
+        "analyzer_version": ANALYZER_VERSION,
+        "fs": fs,
+        "leads": list(leads),
+        "duration_s": round(n / fs, 3),
+        "qrs": [int(v) for v in qrs],
+        "beats": labels,
+        "heart_rate_bpm": round(hr, 1) if hr is not None else None,
+        "rr_ms": rr_summary(qrs, fs),
+        "quality": _quality_summary(parts.quality, leads, n / fs),
+        "rhythm": [e.as_dict() for e in rhythm.episodes],
+        "alarms": [a.as_dict() for a in evaluate(rule_set, rhythm)],
+        "findings": _findings(qrs, fs, n, parts.quality, hr),
+    }
+
+
+def _quality_summary(quality: QualityResult, leads: tuple[str, ...], duration_s: float) -> dict[str, Any]:
+    """Per-lead quality counts and the unreadable windows, as the result reports them."""
+    usable = quality.usable
+    per_lead = {
+        lead: {
+            "usable_fraction": round(float(usable[:, j].mean()), 4),
+            "flat_blocks": int(quality.flat[:, j].sum()),
+            "clipped_blocks": int(quality.clipped[:, j].sum()),
+            "noisy_blocks": int(quality.noisy[:, j].sum()),
+            "baseline_jump_blocks": int(quality.jump[:, j].sum()),
+        }
+        for j, lead in enumerate(leads)
+    }
+    return {
+        "block_s": quality.block_s,
+        "per_lead": per_lead,
+        "unreadable_windows": [{"start_s": a, "end_s": b} for a, b in quality.unreadable_windows(duration_s)],
+        "unreadable_fraction": round(float(quality.unreadable_blocks.mean()), 4),
+    }
+
+
+def _rhythm(parts: SignalParts, fs: float, n: int, pulses: list[np.ndarray]) -> RhythmResult:
+    """Beat-level rhythm over the stitched beat series, with pulse beats from pulsatile channels."""
+    return detect_rhythm(parts.qrs, parts.labels, fs, n, parts.quality.unreadable_blocks, parts.quality.block_s,
+                         parts.vf, pulses, parts.activity, parts.atrial, parts.disorganised, parts.shape, parts.paced)
 
 
 def _morphology(rec: Recording, qrs: np.ndarray, labels: list[str]) -> dict[str, Any] | None:

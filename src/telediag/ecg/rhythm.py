@@ -1,46 +1,62 @@
 """Rhythm episodes over a whole recording: sinus, brady/tachy, AF, SVT, VT, VF, pauses, unreadable.
 
 Why this design: the rhythm is decided from the stages that already exist
-(QRS detection, N/V/Q beat classes, signal quality) plus two signal-level
-detectors for what beat detection cannot see:
+(QRS detection, N/V/Q beat classes, signal quality) plus signal-level second
+opinions for what beat detection and beat classification cannot see. The
+signal-level functions run per chunk of signal (see ``analysis``); the
+beat-level :func:`detect_rhythm` then runs once over the whole beat series.
 
-* **VF/VFL** from the raw ECG, because QRS detection fails or invents beats
-  in a fibrillatory waveform. Per 2-s block (a 4-s window) and usable lead the
-  1-20 Hz band is tested for the two properties every published VF detector
-  rests on: the power is concentrated around one dominant frequency of 2.5-9
-  Hz (150-540 /min; a QRS spreads its power over many harmonics), and there is
-  no isoelectric line (little time near zero). Both usable leads of a block
-  must agree, because motion artefact is often confined to one lead.
-* **Pulsatile channels** (ABP, pleth), when present: a regular pulse over an
-  ECG "asystole", "bradycardia" or "VF" proves the heart is beating; ICU
-  monitors and the best false-alarm methods of the 2015 PhysioNet challenge
-  use exactly this.
+* **VF/VFL** from the raw ECG (:func:`vf_blocks`), because QRS detection
+  fails or invents beats in a fibrillatory waveform. Per 2-s block (a 4-s
+  window) and usable lead the 1-20 Hz band is tested for the two properties
+  published VF detectors rest on: the power is concentrated around one
+  dominant frequency of 2.5-9 Hz (150-540 /min; a QRS spreads its power over
+  many harmonics), and there is no isoelectric line. Every usable lead of the
+  window must agree, because motion artefact is often confined to one lead.
+* **Pulsatile channels** (ABP, pleth; :func:`pulse_beats`): a regular pulse
+  clearly faster than an ECG pause allows refutes the pause/asystole, one
+  over a "VF" stretch refutes VF, and (in the rules) one well above the limit
+  refutes an ECG bradycardia, as ICU monitors and the best methods of the 2015
+  PhysioNet challenge do. A pulse never refutes VT (VT with a pulse is
+  common); whether one was found is kept in the VT evidence.
+* **Noise without rhythm** (:func:`disorganised_blocks`): signal quality
+  judges a lead against its own typical QRS, so a lead carrying only noise
+  looks usable; blocks whose QRS-band envelope never returns to a floor, and
+  whose detections are not regular, are unreadable, never an arrhythmia.
+* **Missed beats** (:func:`qrs_activity`): a beat-free gap still holding
+  QRS-sized activity is a detector miss, never a pause.
+* **Ventricular shape** (:func:`shape_correlation`): correlation with the
+  conducted QRS of the whole chunk, which keeps a sustained ventricular rhythm
+  "ventricular" where the beat classifier's per-minute template has adopted it.
 
-AF is found from RR irregularity only, with one global setting: per beat, the
-median absolute successive RR difference over a 32-interval window divided by
-the median RR, on intervals between two N beats (so isolated ectopic beats,
-bigeminy and their compensatory pauses do not count). Sinus rhythm with sinus
-arrhythmia stays below 0.07 on every MIT-BIH DS1 record; AF lies above 0.12
-in 90 % of its beats. The threshold (0.10) and window were chosen on the 22
-DS1 records (AF in 201 and 203), nothing per record.
+AF, with global settings chosen on the 22 MIT-BIH DS1 records (AF in 201 and
+203 only; nothing per record): per beat, the median absolute successive RR
+difference over a 32-interval window divided by the median RR, on intervals
+between two N beats (so isolated ectopic beats, bigeminy and their
+compensatory pauses do not count), above 0.10 (sinus rhythm stays below 0.07
+on every DS1 record, AF above 0.12 in 90 % of its beats); unless the
+pre-QRS segments repeat a P wave (:func:`atrial_consistency`, which removes
+sinus rhythm with irregular conduction such as the second-degree block of
+201); a 15-beat majority vote; episodes of at least 30 s.
 
 Labels are a non-overlapping timeline, with this precedence (highest first):
-``unreadable`` (no usable lead: never an arrhythmia), ``vf``, ``asystole``,
-``vt``, ``pause``, ``svt``, then the background rhythm of each beat (``af``,
-``sinus_bradycardia``, ``sinus_tachycardia``, ``sinus``, ``other`` for a
-ventricular or unclassifiable background).
+``unreadable`` (no usable lead or noise: never an arrhythmia), ``vf``,
+``asystole``, ``vt``, ``pause``, ``svt``, then the background rhythm of each
+beat (``af``, ``sinus_bradycardia``, ``sinus_tachycardia``, ``sinus``,
+``other`` for a ventricular or unclassifiable background).
 
 Approximations, said plainly: "sinus" means a regular supraventricular rhythm
-(P waves are not checked); atrial flutter with regular conduction looks
-like sinus tachycardia or SVT, and irregular flutter is labelled ``af``
-(``afl`` is never produced); second/third-degree AV block and pacing need
-P-wave and pacing-spike detection that this module does not have, so
-``av_block`` and ``paced`` are never produced.
+(P waves are only used to veto AF); atrial flutter with regular conduction
+looks like sinus tachycardia or SVT and irregular flutter is labelled ``af``
+(``afl`` is never produced); second/third-degree AV block needs P-wave
+tracking that this module does not have, so ``av_block`` is never produced (the ``av_block_3`` rule therefore never
+fires); ``paced`` needs pacing spikes, which are only resolvable at >= 400 Hz
+(so 12-lead resting ECGs, not Holters analysed at 250 Hz). VT sensitivity is
+bounded by the beat classifier.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,35 +67,37 @@ from scipy import ndimage, signal
 from .filters import bandpass_rows
 from .measure import median_beats
 
-__all__ = ["Episode", "RhythmResult", "LABELS", "vf_blocks", "pulse_beats", "qrs_activity", "low_band", "disorganised_blocks", "shape_correlation",
-           "atrial_consistency",
-           "detect_rhythm", "analyze_rhythm", "st_t_levels"]
+__all__ = ["Episode", "RhythmResult", "LABELS", "low_band", "vf_blocks", "atrial_consistency", "pulse_beats",
+           "qrs_activity", "disorganised_blocks", "shape_correlation", "paced_beats", "detect_rhythm",
+           "st_t_levels"]
 
 LABELS: tuple[str, ...] = ("sinus", "sinus_bradycardia", "sinus_tachycardia", "af", "afl", "svt", "vt", "vf",
                            "asystole", "pause", "av_block", "paced", "unreadable", "other")
 
-# Rates and durations (physiological definitions, global)
+# Rates and durations (physiological definitions)
 BRADY_BPM, TACHY_BPM = 60.0, 100.0
 SVT_BPM = 150.0            # sustained regular narrow-complex rate above this: SVT rather than sinus tachycardia
 VT_MIN_BEATS = 3           # a VT run: >= 3 consecutive ventricular beats ...
 VT_RATE_BPM = 100.0        # ... above 100 /min
-VENTRICULAR_SHAPE = 0.5    # "N" beats correlating below this with the conducted QRS count as ventricular
-RUN_CYCLE = 0.15           # an "N" inside a V run keeping the run's cycle within this fraction joins it
 SUSTAINED_S = 30.0
 PAUSE_S = 2.0              # RR or beat-free gap from which a pause is labelled
 ASYSTOLE_S = 4.0           # no QRS for this long: asystole (monitoring definition)
 LOCAL_BEATS = 9            # local rate: median RR over this many intervals
+MIN_RATE_RUN = 10          # shorter runs of a sinus-rate label join the rate label before them
+_RATE_LABELS = frozenset({"sinus", "sinus_bradycardia", "sinus_tachycardia"})
 PREMATURE = 0.80           # SVT run beat: RR below this fraction of the local RR
-# AF
+# Ventricular runs
+VENTRICULAR_SHAPE = 0.5    # "N" beats correlating below this with the conducted QRS count as ventricular
+RUN_CYCLE = 0.15           # an "N" inside a V run keeping the run's cycle within this fraction joins it
+# AF (chosen on MIT-BIH DS1)
 AF_WINDOW = 32             # RR intervals per irregularity window
 AF_IRREGULARITY = 0.10     # median |dRR| / median RR above this: AF ...
 AF_P_CONSISTENCY = 0.30    # ... unless the pre-QRS segments repeat (a P wave): consistency above this
 AF_SMOOTH = 15             # beats of majority vote on the per-beat decision
 AF_MIN_S = 30.0            # shortest AF episode reported (the clinical definition of an AF episode)
-# VF
-LOW_FS = 50.0              # rate the 1-20 Hz band (P/f waves, VF) is analysed at
-VF_FS = 50.0               # rate of the VF spectra (the low band is decimated to it if faster)
 P_WINDOW_S = (0.30, 0.08)  # pre-QRS segment holding the P wave (before the R fiducial)
+# VF
+LOW_FS = 50.0              # rate the 1-20 Hz band (P/f waves, VF spectra) is analysed at
 VF_BAND_HZ = (1.0, 20.0)
 VF_DOMINANT_HZ = (2.5, 9.0)
 VF_CONCENTRATION = 0.55    # power within +-1 Hz of the dominant peak / 1-20 Hz power
@@ -91,9 +109,12 @@ PULSE_PROMINENCE = 0.35    # of the channel's recent pulse amplitude
 PULSE_MAX_GAP_S = 2.5      # a pulse present: no inter-pulse gap longer than this (24 /min) ...
 PULSE_MAX_CV = 0.35        # ... and intervals this regular (noise "pulses" are erratic)
 PULSE_FLAT = 0.5           # share of exactly repeated samples above which a pulse block is a staircase
+PULSE_REFUTE_FRACTION = 0.6  # a gap is refuted when the pulse period is below this share of it
+# Noise and missed beats
 DISORGANISED = 0.3         # envelope 20th percentile / maximum above this: noise, not a rhythm ...
 NOISE_RR_CV = 0.15         # ... unless the detections there are regular (median |dRR| / RR below this)
-PULSE_REFUTE_FRACTION = 0.6  # a gap is refuted when the pulse period is below this share of it
+PACED_WINDOW_S = 0.35      # a pacing spike this long before a beat paces it
+PACED_SHARE = 0.5          # share of paced beats among the local beats for a paced background
 GAP_ACTIVITY = 0.4         # QRS-band activity inside a gap above this share of a typical QRS: missed beats
 
 
@@ -117,10 +138,13 @@ class RhythmResult:
     """Rhythm timeline plus the event lists the critical-value rules read.
 
     ``gaps`` holds every beat-free interval >= ``PAUSE_S`` in readable signal
-    (evidence: duration, background rhythm, pulse); ``vt_runs`` every run of
-    >= 3 ventricular beats above 100 /min; ``vf`` the VF/VFL episodes; all of
-    them already stripped of what a pulsatile channel refuted (kept in
-    ``refuted`` for the record).
+    (evidence: duration, whether it is a true RR); ``vt_runs`` every run of
+    >= 3 ventricular beats above 100 /min (rate, duration, sustained, pulse);
+    ``vf`` the VF/VFL episodes. Gaps and VF episodes that a pulsatile channel
+    or the QRS-activity check refuted are not in them but in ``refuted``, with
+    the evidence (rules also skip rate windows that overlap them).
+    ``unreadable`` includes the noise blocks, so it can exceed the quality
+    stage's unreadable windows.
     """
 
     episodes: tuple[Episode, ...]
@@ -134,9 +158,6 @@ class RhythmResult:
     beat_labels: np.ndarray
     background: np.ndarray          # per-beat background label
     unreadable: tuple[tuple[float, float], ...]
-
-    def readable_s(self) -> float:
-        return self.duration_s - sum(b - a for a, b in self.unreadable)
 
     def pulse_over(self, a: float, b: float) -> dict[str, Any] | None:
         """Regular-pulse evidence over [a, b] s (see :func:`_pulse_over`), None without one."""
@@ -178,8 +199,6 @@ def vf_blocks(low: np.ndarray, fs_low: float, usable: np.ndarray, block_s: float
     blocks k and k+1 (4 s), so a VF stretch of >= 4 s marks at least one
     block; a block counts when every usable lead of the window agrees.
     """
-    step = max(int(fs_low // VF_FS), 1)          # the band ends at 20 Hz: ~50 Hz is enough for spectra
-    low, fs_low = low[:, ::step], fs_low / step
     n_leads, m_len = low.shape
     nb = usable.shape[0]
     sub = int(round(block_s * fs_low))
@@ -330,7 +349,7 @@ def shape_correlation(bandpassed: np.ndarray, beat_samples: np.ndarray, beat_lab
     median conducted beat of the whole stretch (a chunk of up to an hour), a
     ventricular beat keeps its low correlation. NaN where no lead is usable.
     """
-    bp = np.asarray(bandpassed, dtype=np.float64).reshape(len(bandpassed), -1)
+    bp = np.asarray(bandpassed, dtype=np.float64).reshape(len(bandpassed), -1).T      # lead-major (a view)
     qrs = np.asarray(beat_samples, dtype=np.int64)
     labels = np.asarray(list(beat_labels), dtype=object)
     out = np.full(qrs.size, np.nan)
@@ -338,19 +357,32 @@ def shape_correlation(bandpassed: np.ndarray, beat_samples: np.ndarray, beat_lab
     if normal.sum() < 5:
         return out
     half = max(int(round(0.06 * fs)), 2)
-    idx = np.clip(qrs[:, None] + np.arange(-half, half + 1)[None, :], 0, bp.shape[0] - 1)
-    seg = bp[idx]                                                      # (B, W, L)
-    seg = seg - seg.mean(axis=1, keepdims=True)
-    template = np.median(seg[normal], axis=0)                          # (W, L)
+    idx = np.clip(qrs[:, None] + np.arange(-half, half + 1)[None, :], 0, bp.shape[1] - 1)
+    seg = bp[:, idx]                                                   # (L, B, W)
+    seg -= seg.mean(axis=2, keepdims=True)
+    template = np.median(seg[:, normal], axis=1)                       # (L, W)
     block = max(int(round(block_s * fs)), 1)
-    leads = usable[np.clip(qrs // block, 0, usable.shape[0] - 1)].astype(np.float64)   # (B, L)
-    ab = ((seg * template).sum(axis=1) * leads).sum(axis=1)
-    aa = ((seg * seg).sum(axis=1) * leads).sum(axis=1)
-    bb = ((template * template).sum(axis=0)[None, :] * leads).sum(axis=1)
+    leads = usable[np.clip(qrs // block, 0, usable.shape[0] - 1)].T.astype(np.float64)   # (L, B)
+    ab = (np.einsum("lbw,lw->lb", seg, template) * leads).sum(axis=0)
+    aa = (np.einsum("lbw,lbw->lb", seg, seg) * leads).sum(axis=0)
+    bb = ((template * template).sum(axis=1)[:, None] * leads).sum(axis=0)
     den = np.sqrt(aa * bb)
     ok = den > 0
     out[ok] = ab[ok] / den[ok]
     return out
+
+
+def paced_beats(spikes: np.ndarray, beat_samples: np.ndarray, fs: float) -> np.ndarray:
+    """Per beat: a pacemaker spike (sample indices, e.g. from
+    :func:`telediag.ecg.measure.remove_pacing_spikes`) lies within ``PACED_WINDOW_S`` before it
+    (a ventricular stimulus just before the QRS, an atrial one a PR interval before)."""
+    qrs = np.asarray(beat_samples, dtype=np.int64)
+    sp = np.sort(np.asarray(spikes, dtype=np.int64))
+    if sp.size == 0 or qrs.size == 0:
+        return np.zeros(qrs.size, bool)
+    k = np.searchsorted(sp, qrs, side="right") - 1          # last spike at or before each beat
+    before = np.where(k >= 0, qrs - sp[np.maximum(k, 0)], np.iinfo(np.int64).max)
+    return (k >= 0) & (before <= PACED_WINDOW_S * fs)
 
 
 def disorganised_blocks(envelope: np.ndarray, fs: float, n_blocks: int, block_s: float = 2.0) -> np.ndarray:
@@ -425,14 +457,23 @@ def _af_irregularity(rr: np.ndarray, n_ok: np.ndarray) -> np.ndarray:
     width = min(AF_WINDOW, drr.size)
     lo = np.minimum(lo, drr.size - width)
     idx = lo[:, None] + np.arange(width)[None, :]
-    dd = np.where(d_ok[idx], drr[idx], np.nan)
-    rw = np.where(n_ok[idx], rr[idx], np.nan)
+    dd = np.where(d_ok[idx], drr[idx], np.inf)
+    rw = np.where(n_ok[idx], rr[idx], np.inf)
     enough = np.isfinite(dd).sum(axis=1) >= max(width // 4, 3)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)      # all-NaN windows: masked by ``enough``
-        val = np.nanmedian(dd, axis=1) / np.nanmedian(rw, axis=1)
-    out[enough] = val[enough]
+    out[enough] = _median_finite(dd[enough]) / _median_finite(rw[enough])
     return out
+
+
+def _median_finite(a: np.ndarray) -> np.ndarray:
+    """Row medians over the finite entries of ``a`` (missing ones are +inf); every row needs one.
+
+    Sorting pushes the +inf to the end, so the median of the c finite values sits at
+    (c - 1) // 2 and c // 2: much faster than ``nanmedian`` on many short rows.
+    """
+    srt = np.sort(a, axis=1)
+    c = np.isfinite(srt).sum(axis=1)
+    rows = np.arange(a.shape[0])
+    return 0.5 * (srt[rows, (c - 1) // 2] + srt[rows, c // 2])
 
 
 def _fill_nearest(values: np.ndarray, limit: int) -> np.ndarray:
@@ -466,7 +507,7 @@ def detect_rhythm(beat_samples: np.ndarray, beat_labels: Sequence[str], fs: floa
                   unreadable_blocks: np.ndarray, block_s: float, vf: np.ndarray | None = None,
                   pulses: Sequence[np.ndarray] = (), activity: np.ndarray | None = None,
                   atrial: np.ndarray | None = None, disorganised: np.ndarray | None = None,
-                  shape: np.ndarray | None = None) -> RhythmResult:
+                  shape: np.ndarray | None = None, paced: np.ndarray | None = None) -> RhythmResult:
     """Rhythm timeline from beats (samples, N/V/Q labels), quality and the signal-level detectors.
 
     Args:
@@ -484,6 +525,8 @@ def detect_rhythm(beat_samples: np.ndarray, beat_labels: Sequence[str], fs: floa
             such blocks count as unreadable unless VF-like.
         shape: optional per-beat correlation with the conducted QRS (:func:`shape_correlation`);
             a beat shaped unlike it (below ``VENTRICULAR_SHAPE``) may extend a ventricular run.
+        paced: optional per-beat pacing flag (:func:`paced_beats`): paced beats make a ``paced``
+            background and never count as ventricular ectopy.
     """
     qrs = np.asarray(beat_samples, dtype=np.int64)
     labels = np.asarray(list(beat_labels), dtype=object)
@@ -502,11 +545,13 @@ def detect_rhythm(beat_samples: np.ndarray, beat_labels: Sequence[str], fs: floa
         for a, b in _runs(vf_mask):
             s0, s1 = a * block_s, min((b + 1) * block_s, duration)   # block k covers the window [k, k+2)
             pulse = _pulse_over(s0, s1, pulses)
-            ep = Episode("vf", s0, s1, {"duration_s": round(s1 - s0, 2), "blocks": b - a})
+            ev = {"duration_s": round(s1 - s0, 2), "blocks": b - a}
             if pulse is not None:
-                refuted.append(Episode("vf", s0, s1, {**ep.evidence, **pulse, "refuted_by": "pulse"}))
-            else:
-                vf_eps.append(ep)
+                refuted.append(Episode("vf", s0, s1, {**ev, **pulse, "refuted_by": "pulse"}))
+                continue
+            if pulses:
+                ev["pulse"] = "not found"
+            vf_eps.append(Episode("vf", s0, s1, ev))
     readable_beat = ~unread_b[np.clip((qrs / (block_s * fs)).astype(np.int64), 0, max(unread_b.size - 1, 0))] \
         if qrs.size and unread_b.size else np.ones(qrs.size, bool)
     is_v = (labels == "V") & readable_beat
@@ -535,6 +580,8 @@ def detect_rhythm(beat_samples: np.ndarray, beat_labels: Sequence[str], fs: floa
         if pulse is not None and 60.0 / pulse["pulse_rate_bpm"] < PULSE_REFUTE_FRACTION * (b - a):
             refuted.append(Episode(label, a, b, {**ev, **pulse, "refuted_by": "pulse"}))
             continue
+        if pulses:
+            ev["pulse"] = "present" if pulse is not None else "not found"    # "not found" confirms
         gaps.append(Episode(label, a, b, ev))
 
     # ---- background rhythm per beat
@@ -561,18 +608,24 @@ def detect_rhythm(beat_samples: np.ndarray, beat_labels: Sequence[str], fs: floa
         # AF is decided on the N-N intervals around a beat, so ventricular ectopy inside AF
         # (even frequent) leaves the underlying rhythm AF
         background[af & decided] = "af"
+        if paced is not None:
+            share = ndimage.uniform_filter1d(np.asarray(paced, np.float64), LOCAL_BEATS, mode="nearest")
+            background[share > PACED_SHARE] = "paced"
         background[~readable_beat] = "other"
         # AF shorter than AF_MIN_S is not an AF episode: give it the rate label
         for a, b in _runs(background == "af"):
             if t[min(b, nb - 1)] - t[a] < AF_MIN_S:
                 background[a:b] = np.where(rate[a:b] < BRADY_BPM, "sinus_bradycardia",
                                            np.where(rate[a:b] > TACHY_BPM, "sinus_tachycardia", "sinus"))
+        _absorb_short_rate_runs(background)
 
     # ---- VT runs: >= 3 consecutive ventricular beats above 100 /min
     vt_runs: list[Episode] = []
     v_like = is_v.copy()
     if shape is not None:
         v_like |= is_n & (np.nan_to_num(np.asarray(shape, dtype=np.float64), nan=1.0) < VENTRICULAR_SHAPE)
+    if paced is not None:
+        v_like &= ~np.asarray(paced, bool)          # a paced QRS is wide by design, not ectopic
     # Runs inside a VF/VFL episode are kept: a fast monomorphic VT and ventricular flutter are one
     # continuum, and the timeline shows VF there by precedence.
     for a, b in _runs(_ventricular_runs(v_like, is_n & ~v_like, rr)):
@@ -607,9 +660,10 @@ def detect_rhythm(beat_samples: np.ndarray, beat_labels: Sequence[str], fs: floa
                                    {"beats": b - a, "rate_bpm": round(rate_s, 1), "duration_s": round(span, 3)}))
         background[background == "svt"] = "sinus_tachycardia"    # sustained fast outside a run
 
-    episodes = _timeline(t, background, duration, unreadable, vf_eps, gaps, vt_runs, svt_eps, rr)
+    episodes = _timeline(t, background, duration, unreadable, vf_eps, gaps, vt_runs, svt_eps)
     return RhythmResult(episodes=tuple(episodes), gaps=tuple(gaps), vt_runs=tuple(vt_runs), vf=tuple(vf_eps),
-                        refuted=tuple(refuted), duration_s=duration, pulses=tuple(pulses), beat_times_s=t, beat_labels=labels,
+                        refuted=tuple(refuted), duration_s=duration, pulses=tuple(pulses), beat_times_s=t,
+                        beat_labels=labels,
                         background=background, unreadable=tuple(unreadable))
 
 
@@ -636,6 +690,17 @@ def _ventricular_runs(is_v: np.ndarray, is_n: np.ndarray, rr: np.ndarray) -> np.
     return vent
 
 
+def _absorb_short_rate_runs(background: np.ndarray) -> None:
+    """Give runs of fewer than ``MIN_RATE_RUN`` beats of a sinus-rate label the label before them
+    (in place), when that is a sinus-rate label too: a rate hovering at 60 or 100 /min would
+    otherwise split a Holter into thousands of brady/sinus/tachy fragments."""
+    runs = _runs_by_value(background)
+    for i, (a, b) in enumerate(runs[1:], 1):
+        prev = background[runs[i - 1][0]]
+        if b - a < MIN_RATE_RUN and background[a] in _RATE_LABELS and prev in _RATE_LABELS:
+            background[a:b] = prev
+
+
 def _noise_blocks(disorganised: np.ndarray, t: np.ndarray, block_s: float, vf: np.ndarray | None) -> np.ndarray:
     """Disorganised blocks that are noise: not VF-like, and without a regular run of detections
     (a fast monomorphic VT or SVT has no envelope floor either, but its beats are regular)."""
@@ -656,44 +721,53 @@ def _noise_blocks(disorganised: np.ndarray, t: np.ndarray, block_s: float, vf: n
 
 def _timeline(t: np.ndarray, background: np.ndarray, duration: float, unreadable: Sequence[tuple[float, float]],
               vf_eps: Sequence[Episode], gaps: Sequence[Episode], vt_runs: Sequence[Episode],
-              svt_eps: Sequence[Episode], rr: np.ndarray) -> list[Episode]:
-    """Paint the background and the events (by precedence) onto one non-overlapping timeline."""
-    # Background segments: from each beat to the next (the first from 0, the last to the end).
-    cuts: list[tuple[float, float, str]] = []
+              svt_eps: Sequence[Episode]) -> list[Episode]:
+    """Paint the background and the events (by precedence) onto one non-overlapping timeline.
+
+    Sweep over the elementary intervals between all edges: each takes the label of the
+    highest-precedence layer covering it, else the background of the beat it follows;
+    equal neighbours are merged. O(n log n), so a 24-hour Holter's thousands of events cost
+    milliseconds.
+    """
     if t.size:
-        starts = np.concatenate([[0.0], t[1:]])
-        ends = np.concatenate([t[1:], [duration]])
-        for a, b in _runs_by_value(background):
-            cuts.append((float(starts[a]), float(ends[b - 1]), str(background[a])))
+        runs = _runs_by_value(background)
+        bg_start = np.array([0.0] + [float(t[a]) for a, _ in runs[1:]])
+        bg_label = np.array([background[a] for a, _ in runs], dtype=object)
     else:
-        cuts.append((0.0, duration, "other"))
-    layers: list[tuple[float, float, str]] = []
-    layers += [(e.start_s, e.end_s, "svt") for e in svt_eps]
-    layers += [(e.start_s, e.end_s, e.label) for e in gaps if e.label == "pause"]
-    layers += [(e.start_s, e.end_s, "vt") for e in vt_runs]
-    layers += [(e.start_s, e.end_s, e.label) for e in gaps if e.label == "asystole"]
-    layers += [(e.start_s, e.end_s, "vf") for e in vf_eps]
-    layers += [(a, b, "unreadable") for a, b in unreadable]
-    for a, b, lab in layers:
-        cuts = _paint(cuts, a, b, lab)
-    merged: list[list[Any]] = []
-    for a, b, lab in cuts:
-        if b <= a:
+        bg_start, bg_label = np.array([0.0]), np.array(["other"], dtype=object)
+    levels = [  # lowest precedence first
+        ("svt", [(e.start_s, e.end_s) for e in svt_eps]),
+        ("pause", [(e.start_s, e.end_s) for e in gaps if e.label == "pause"]),
+        ("vt", [(e.start_s, e.end_s) for e in vt_runs]),
+        ("asystole", [(e.start_s, e.end_s) for e in gaps if e.label == "asystole"]),
+        ("vf", [(e.start_s, e.end_s) for e in vf_eps]),
+        ("unreadable", list(unreadable)),
+    ]
+    edges = [bg_start, np.array([0.0, duration])] + [np.array(iv, dtype=np.float64).ravel() for _, iv in levels if iv]
+    points = np.unique(np.clip(np.concatenate(edges), 0.0, duration))
+    if points.size < 2:
+        return []
+    mids = 0.5 * (points[:-1] + points[1:])
+    labels = bg_label[np.searchsorted(bg_start, mids, side="right") - 1]
+    for name, iv in levels:
+        if not iv:
             continue
-        if merged and merged[-1][2] == lab and abs(merged[-1][1] - a) < 1e-9:
-            merged[-1][1] = b
-        else:
-            merged.append([a, b, lab])
+        arr = np.array(sorted(iv), dtype=np.float64)
+        reach = np.maximum.accumulate(arr[:, 1])
+        k = np.searchsorted(arr[:, 0], mids, side="right") - 1
+        covered = (k >= 0) & (mids < reach[np.maximum(k, 0)])
+        labels[covered] = name
+    change = np.flatnonzero(labels[1:] != labels[:-1]) + 1
+    starts = np.concatenate([[0], change])
+    ends = np.concatenate([change, [labels.size]])
     out = []
-    for a, b, lab in merged:
-        inside = (t >= a) & (t < b)
-        k = int(inside.sum())
-        ev: dict[str, Any] = {"beats": k}
-        if k >= 2:
-            span = float(t[inside][-1] - t[inside][0])
-            if span > 0:
-                ev["rate_bpm"] = round(60.0 * (k - 1) / span, 1)
-        out.append(Episode(lab, float(a), float(b), ev))
+    for i0, i1 in zip(starts, ends):
+        a, b = float(points[i0]), float(points[i1])
+        lo, hi = np.searchsorted(t, [a, b], side="left")
+        ev: dict[str, Any] = {"beats": int(hi - lo)}
+        if hi - lo >= 2 and t[hi - 1] > t[lo]:
+            ev["rate_bpm"] = round(60.0 * (hi - lo - 1) / float(t[hi - 1] - t[lo]), 1)
+        out.append(Episode(str(labels[i0]), a, b, ev))
     return out
 
 
@@ -703,39 +777,6 @@ def _runs_by_value(values: np.ndarray) -> list[tuple[int, int]]:
     change = np.flatnonzero(values[1:] != values[:-1]) + 1
     edges = np.concatenate([[0], change, [values.size]])
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
-
-
-def _paint(cuts: list[tuple[float, float, str]], a: float, b: float, label: str) -> list[tuple[float, float, str]]:
-    out: list[tuple[float, float, str]] = []
-    for c0, c1, lab in cuts:
-        if c1 <= a or c0 >= b:
-            out.append((c0, c1, lab))
-            continue
-        if c0 < a:
-            out.append((c0, a, lab))
-        if c1 > b:
-            out.append((b, c1, lab))
-    out.append((a, b, label))
-    out.sort(key=lambda c: c[0])
-    return out
-
-
-def analyze_rhythm(signals: np.ndarray, fs: float, beat_samples: np.ndarray, beat_labels: Sequence[str],
-                   usable: np.ndarray, block_s: float = 2.0,
-                   pulsatile: Mapping[str, tuple[float, np.ndarray]] | None = None,
-                   bandpassed: np.ndarray | None = None, envelope: np.ndarray | None = None) -> RhythmResult:
-    """Whole-record convenience: VF detection, pulse beats, the gap and noise second opinions (when
-    the QRS detector's ``bandpassed`` signals and ``envelope`` are given) and :func:`detect_rhythm`."""
-    x = np.asarray(signals, dtype=np.float64).reshape(len(signals), -1)
-    usable = np.asarray(usable, bool)
-    low, fs_low = low_band(x, fs)
-    vf = vf_blocks(low, fs_low, usable, block_s)
-    pulses = [pulse_beats(p, pfs) for pfs, p in (pulsatile or {}).values()]
-    activity = None if bandpassed is None else qrs_activity(bandpassed, beat_samples, fs, usable, block_s)
-    atrial = atrial_consistency(low, fs_low, beat_samples, fs, beat_labels)
-    noise = None if envelope is None else disorganised_blocks(envelope, fs, usable.shape[0], block_s)
-    return detect_rhythm(beat_samples, beat_labels, fs, x.shape[0], ~usable.any(axis=1), block_s, vf, pulses,
-                         activity, atrial, noise)
 
 
 # --------------------------------------------------------------------------

@@ -27,7 +27,7 @@ _WFDB_BYTES_PER_SAMPLE = {
 
 # Non-voltage channels kept beside the ECG: pulsatile signals (arterial pressure,
 # photoplethysmogram) that confirm or refute a pulseless rhythm.
-_PULSATILE_NAMES = frozenset({"ABP", "ART", "AOBP", "BP", "PLETH", "PPG", "SPO2", "PULSE"})
+_PULSATILE_NAMES = frozenset({"ABP", "ART", "AOBP", "PLETH", "PPG"})
 
 
 def _record_base(path: str | os.PathLike) -> str:

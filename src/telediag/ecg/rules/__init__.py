@@ -15,6 +15,16 @@ Rates are compared after rounding to 0.1 /min, durations to 1 ms and QTc to
 
 Nothing here raises an alarm from unreadable signal: the rhythm stage has
 already excluded unreadable stretches, and what a pulsatile channel refuted.
+
+What is approximate, said plainly: ``stemi`` reads ST at J+60 ms on the
+median conducted beat against the PR segment, per lead group, in two
+contiguous leads; it does not tell acute injury from LVH strain, early
+repolarisation, pericarditis or an aneurysm (the standard's own exclusions
+need history and prior ECGs). ``hyperkalaemia`` is wide QRS + a tall,
+narrow, symmetric T in any lead + no P wave, not validated on labelled
+cases. ``polymorphic_vt`` is a fast (>= 200 /min) VT run with irregular
+cycle length; the twisting axis is not measured. ``av_block_3`` never fires,
+because the rhythm stage has no P-wave tracking to find AV dissociation.
 """
 
 from __future__ import annotations
@@ -218,8 +228,15 @@ def evaluate(rules: RuleSet, rhythm: RhythmResult, measurements: Mapping[str, An
 Hit = tuple[float, float, dict[str, Any]]
 
 
+def _with_pulse(values: dict[str, Any], episode: Episode) -> dict[str, Any]:
+    """Add the pulsatile-channel finding (present / not found) when the record had one."""
+    if "pulse" in episode.evidence:
+        values["pulse"] = episode.evidence["pulse"]
+    return values
+
+
 def _asystole(p: Mapping[str, Any], rh: RhythmResult, m: Mapping[str, Any], mo: Mapping[str, Any]) -> list[Hit]:
-    return [(g.start_s, g.end_s, {"duration_s": _r3(g.end_s - g.start_s)}) for g in rh.gaps
+    return [(g.start_s, g.end_s, _with_pulse({"duration_s": _r3(g.end_s - g.start_s)}, g)) for g in rh.gaps
             if _r3(g.end_s - g.start_s) >= p["min_s"]]
 
 
@@ -249,7 +266,8 @@ def _pause(p: Mapping[str, Any], rh: RhythmResult, m: Mapping[str, Any], mo: Map
 
 
 def _rates(rh: RhythmResult, beats: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean rate over every run of ``beats`` consecutive beats (no unreadable stretch inside), and run starts."""
+    """Mean rate over every run of ``beats`` consecutive beats (no unreadable or refuted stretch
+    inside), and the run starts."""
     t = rh.beat_times_s
     k = beats - 1
     if t.size < beats:
@@ -311,6 +329,8 @@ def _pulse_faster(rh: RhythmResult, hit: Hit, limit_bpm: float) -> bool:
 def _tachy(p: Mapping[str, Any], rh: RhythmResult, m: Mapping[str, Any], mo: Mapping[str, Any]) -> list[Hit]:
     rate, idx = _rates(rh, int(p["beats"]))
     sel = rate > p["above_rate_bpm"]
+    # No pulse check here: at fast rates the pulse often misses beats (pulse deficit), so a pulse
+    # at half the ECG rate does not prove double counting (it removed true alarms in the 2015 set).
     return _merge_runs(idx[sel], rh, int(p["beats"]) - 1, rate[sel], max)
 
 
@@ -323,7 +343,7 @@ def _vt(p: Mapping[str, Any], rh: RhythmResult, m: Mapping[str, Any], mo: Mappin
         else:
             ok = beats >= p["min_beats"] and rate > p["above_rate_bpm"]
         if ok:
-            hits.append((e.start_s, e.end_s, {"rate_bpm": rate, "duration_s": dur, "beats": beats}))
+            hits.append((e.start_s, e.end_s, _with_pulse({"rate_bpm": rate, "duration_s": dur, "beats": beats}, e)))
     return hits
 
 
@@ -344,7 +364,7 @@ def _poly_vt(p: Mapping[str, Any], rh: RhythmResult, m: Mapping[str, Any], mo: M
 
 
 def _vf(p: Mapping[str, Any], rh: RhythmResult, m: Mapping[str, Any], mo: Mapping[str, Any]) -> list[Hit]:
-    return [(e.start_s, e.end_s, {"duration_s": _r3(e.end_s - e.start_s)}) for e in rh.vf
+    return [(e.start_s, e.end_s, _with_pulse({"duration_s": _r3(e.end_s - e.start_s)}, e)) for e in rh.vf
             if _r3(e.end_s - e.start_s) >= p["min_duration_s"]]
 
 
