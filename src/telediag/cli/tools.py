@@ -16,10 +16,11 @@ BENCHMARKS = {"ingest": "ingest", "qrs": "qrs", "measure": "measure", "rhythm": 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from telediag.ecg import WaveformError, read_recording
     from telediag.ecg.analysis import analyze
+    from telediag.ecg.rules import RulesError
 
     try:
-        result = analyze(read_recording(args.path))
-    except (WaveformError, OSError) as exc:
+        result = analyze(read_recording(args.path), rules=args.rules)
+    except (WaveformError, RulesError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:
@@ -60,6 +61,8 @@ def add_commands(sub) -> None:
                                        "Philips XML (no server needed)")
     p.add_argument("path")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
+    p.add_argument("--rules", default="resting", help="critical-value rules: resting (default), holter, monitoring, "
+                                                      "or a rules file (TOML)")
     p.set_defaults(func=cmd_analyze, quiet_logging=True)
 
     p = sub.add_parser("bench", help="benchmarks: " + ", ".join(BENCHMARKS))
