@@ -97,15 +97,26 @@ def _exit_with_parent(parent_pid: int) -> None:
     os._exit(0)
 
 
+def _lower_priority(niceness: int) -> None:
+    """Run only on CPU time that receiving leaves over: Linux's idle scheduling class where
+    there is one, else a higher nice value."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        return
+    except (AttributeError, OSError):
+        pass
+    try:
+        os.nice(niceness)
+    except OSError:  # not permitted here: the process still works, at normal priority
+        log.warning("could not lower the analysis process priority")
+
+
 def _child_start(settings, niceness: int) -> None:
     """Initializer of an analysis process: lower priority, then its own system parts."""
     global _child_runner
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="telediag-parent-watch",
                      daemon=True).start()
-    try:
-        os.nice(niceness)
-    except OSError:  # not permitted here: the process still works, at normal priority
-        log.warning("could not lower the analysis process priority")
+    _lower_priority(niceness)
     from telediag.bootstrap import System
 
     system = System(settings, durable_commits=False)
