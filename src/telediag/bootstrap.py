@@ -8,18 +8,21 @@ one place that says which stage reacts to which domain event.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+import threading
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import dramatiq
 
 from telediag.analysis import AnalysisContext, run_analysis_job
 from telediag.config import Settings
-from telediag.domain import DeviceIdentity, ObjectStored
+from telediag.domain import AlarmEventsRecorded, DeviceIdentity, Event, ObjectStored, PushChannel
 from telediag.ingest import IngestService, StorageSCP
-from telediag.messagebus import MessageBus
+from telediag.messagebus import MessageBus, RelayBus
 from telediag.network import device_by_ae_title
-from telediag.queue import (AnalysisProcesses, BrokerWatch, LeaseKeeper, OutboxPublisher, Sweeper,
+from telediag.push import (PUSH_QUEUE, AlarmFeed, Channel, DeliveryRunner, MqttChannel, PushSweeper, WebhookChannel,
+                           declare_push_actor)
+from telediag.queue import (ANALYSIS_QUEUE, AnalysisProcesses, BrokerWatch, LeaseKeeper, OutboxPublisher, Sweeper,
                             declare_analysis_actor, make_broker)
 from telediag.store import Database, ObjectStore, open_object_store
 
@@ -34,6 +37,8 @@ class System:
     #: False in the analysis processes, which write derived data only (see ``store.make_engine``).
     durable_commits: bool = True
     _processes: AnalysisProcesses | None = field(default=None, init=False, repr=False)
+    _runner: DeliveryRunner | None = field(default=None, init=False, repr=False)
+    _runner_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @cached_property
     def db(self) -> Database:
@@ -49,11 +54,20 @@ class System:
     def bus(self) -> MessageBus:
         bus = MessageBus()
         bus.subscribe(ObjectStored, self._publish_job)
+        bus.subscribe(AlarmEventsRecorded, self._publish_deliveries)
         return bus
 
     def _publish_job(self, event: ObjectStored) -> None:
         if event.job_id is not None:
             self.publisher.publish([event.job_id])
+
+    def _publish_deliveries(self, event: AlarmEventsRecorded) -> None:
+        """After the commit that wrote alarm events: their deliveries go to the broker (the push
+        sweeper sends them should this process die first), and this process's streams wake."""
+        if event.delivery_ids:
+            self.push_actor.send(list(event.delivery_ids))
+        if "alarm_feed" in self.__dict__:
+            self.alarm_feed.wake()
 
     @cached_property
     def broker(self) -> dramatiq.Broker:
@@ -76,7 +90,54 @@ class System:
     @cached_property
     def analysis(self) -> AnalysisContext:
         leases = LeaseKeeper(self.db, self.settings.job_lease_s)
-        return AnalysisContext(self.db, self.store, self.bus, lease_s=self.settings.job_lease_s, hold=leases.hold)
+        return AnalysisContext(self.db, self.store, self.bus, lease_s=self.settings.job_lease_s, hold=leases.hold,
+                               channels=self.push_channels)
+
+    # -- push ------------------------------------------------------------------------------
+
+    @cached_property
+    def push_channels(self) -> tuple[PushChannel, ...]:
+        """The channels an alarm event gets deliveries for: MQTT when configured; webhooks for
+        the sites that have one (the repository checks); SSE reads the events themselves."""
+        return ((PushChannel.MQTT,) if self.settings.mqtt_url else ()) + (PushChannel.WEBHOOK,)
+
+    @cached_property
+    def push_actor(self) -> dramatiq.Actor:
+        return declare_push_actor(self.broker, self.delivery_runner)
+
+    def delivery_runner(self) -> DeliveryRunner:
+        """The process's runner, built on first use (one MQTT connection per process)."""
+        with self._runner_lock:
+            if self._runner is None:
+                s = self.settings
+                channels: dict[PushChannel, Channel] = {PushChannel.WEBHOOK: WebhookChannel()}
+                if s.mqtt_url:
+                    channels[PushChannel.MQTT] = MqttChannel(s.mqtt_url)
+                self._runner = DeliveryRunner(self.db, channels, retry_base_s=s.push_retry_base_s,
+                                              max_attempts=s.push_max_attempts)
+            return self._runner
+
+    def push_worker(self, threads: int = 2) -> dramatiq.Worker:
+        """A Dramatiq worker for the push queue only, so a push never waits behind an analysis.
+        Its idle poll of a Redis broker is capped at 100 ms (Dramatiq's default is 1 s), which is
+        what an alarm may wait there; RabbitMQ and the in-process broker push to it anyway."""
+        self.push_actor
+        return dramatiq.Worker(self.broker, queues={PUSH_QUEUE}, worker_threads=threads, worker_timeout=100)
+
+    @cached_property
+    def alarm_feed(self) -> AlarmFeed:
+        return AlarmFeed(self.db)
+
+    def push_sweeper(self) -> PushSweeper:
+        s = self.settings
+
+        def send(ids: list[int]) -> None:
+            for start in range(0, len(ids), 100):
+                self.push_actor.send(ids[start:start + 100])
+
+        return PushSweeper(self.db, send, self.bus.handle, channels=self.push_channels,
+                           escalate_after_s={1: s.escalate_county_s, 2: s.escalate_prefecture_s},
+                           interval_s=s.push_sweep_interval_s, pending_grace_s=s.push_pending_grace_s)
 
     def authorize(self, calling_ae_title: str) -> DeviceIdentity | None:
         """The registered device a DICOM association comes from (the SCP's ``authorize``)."""
@@ -90,17 +151,27 @@ class System:
     # -- workers ---------------------------------------------------------------------------
 
     def run_job_here(self, job_id: int, final_attempt: bool) -> None:
-        """Run one analysis job in this process (a worker thread, or an analysis process)."""
+        """Run one analysis job in this process (a worker thread)."""
         run_analysis_job(self.analysis, job_id, final_attempt)
 
+    def run_job_relaying(self, job_id: int, final_attempt: bool) -> list[Event]:
+        """Run one job in an embedded analysis process and return the events it raised: they
+        are the receiving process's to handle (it has the broker worker and the streams)."""
+        relay = RelayBus()
+        run_analysis_job(replace(self.analysis, bus=relay), job_id, final_attempt)
+        return relay.events
+
     def _run_job(self, job_id: int, final_attempt: bool) -> None:
-        runner = self._processes.run if self._processes is not None else self.run_job_here
-        runner(job_id, final_attempt)
+        if self._processes is None:
+            self.run_job_here(job_id, final_attempt)
+            return
+        for event in self._processes.run(job_id, final_attempt):
+            self.bus.handle(event)
 
     def worker(self, threads: int = 2) -> dramatiq.Worker:
         """A Dramatiq worker consuming the analysis queue, running jobs in this process."""
         self.analysis_actor  # declare before the worker starts consuming
-        return dramatiq.Worker(self.broker, worker_threads=threads)
+        return dramatiq.Worker(self.broker, worker_threads=threads, queues={ANALYSIS_QUEUE})
 
     def embedded_worker(self, processes: int | None = None) -> dramatiq.Worker:
         """The embedded mode's worker: broker threads that hand each job to an analysis
@@ -115,6 +186,10 @@ class System:
                        owns_all_jobs=owns_all_jobs)
 
     def close(self) -> None:
+        if "alarm_feed" in self.__dict__:
+            self.alarm_feed.stop()
+        if self._runner is not None:
+            self._runner.close()
         if self._processes is not None:
             self._processes.close()
         if "broker" in self.__dict__:

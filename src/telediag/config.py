@@ -51,6 +51,20 @@ class Settings:
     job_pending_grace_s: float = 5.0
     #: Embedded mode: analysis processes (at a lower OS priority than the receiving process).
     analysis_processes: int = field(default_factory=lambda: max(1, (os.cpu_count() or 2) - 1))
+    #: ``mqtt://HOST:PORT``: alarms are also published there (QoS 1); None: no MQTT.
+    mqtt_url: str | None = None
+    #: An unacknowledged critical alarm escalates to the center above the clinic after this ...
+    escalate_county_s: float = 300.0
+    #: ... and to the one above that (the prefecture, for a township) after this.
+    escalate_prefecture_s: float = 900.0
+    #: How often the push sweeper re-sends orphaned deliveries and checks escalations.
+    push_sweep_interval_s: float = 1.0
+    #: A due delivery untouched for this long is taken by the push sweeper (its message was lost).
+    push_pending_grace_s: float = 5.0
+    #: First retry of a failed push after this; each further one waits twice as long (to 10 min).
+    push_retry_base_s: float = 2.0
+    #: Attempts of one push before it is marked ``failed`` (about 37 min of retries at the defaults).
+    push_max_attempts: int = 12
 
     @property
     def effective_database_url(self) -> str:
@@ -89,4 +103,11 @@ class Settings:
             sweep_interval_s=float(_env("SWEEP_INTERVAL_S", str(d.sweep_interval_s))),
             job_pending_grace_s=float(_env("JOB_PENDING_GRACE_S", str(d.job_pending_grace_s))),
             analysis_processes=int(_env("ANALYSIS_PROCESSES", str(d.analysis_processes))),
+            mqtt_url=_env("MQTT_URL"),
+            escalate_county_s=float(_env("ESCALATE_COUNTY_S", str(d.escalate_county_s))),
+            escalate_prefecture_s=float(_env("ESCALATE_PREFECTURE_S", str(d.escalate_prefecture_s))),
+            push_sweep_interval_s=float(_env("PUSH_SWEEP_INTERVAL_S", str(d.push_sweep_interval_s))),
+            push_pending_grace_s=float(_env("PUSH_PENDING_GRACE_S", str(d.push_pending_grace_s))),
+            push_retry_base_s=float(_env("PUSH_RETRY_BASE_S", str(d.push_retry_base_s))),
+            push_max_attempts=int(_env("PUSH_MAX_ATTEMPTS", str(d.push_max_attempts))),
         )

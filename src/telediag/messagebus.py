@@ -38,3 +38,15 @@ class MessageBus:
             except Exception:
                 log.exception("handler %s failed for %s", getattr(handler, "__qualname__", handler),
                               type(event).__name__)
+
+
+class RelayBus(MessageBus):
+    """Keeps the events it is given instead of handling them, for another process's bus to
+    handle (an embedded analysis process hands its events back to the receiving process)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[Event] = []
+
+    def handle(self, event: Event) -> None:
+        self.events.append(event)

@@ -2,10 +2,12 @@
 
 :func:`run_analysis_job` is the use case a worker runs for a job id: claim the job (with a
 lease, so two deliveries of one job never run at once), read the object from the store,
-decode and analyse it with the pure DSP of :mod:`telediag.ecg`, then record the result,
-the job's end and the case's status in one transaction and announce
-:class:`~telediag.domain.AnalysisCompleted`. Running a job twice is harmless: a finished
-job is skipped and results are kept per object.
+decode and analyse it with the pure DSP of :mod:`telediag.ecg` under the job's critical-value
+rule set, then record the result, the job's end, the case's status and priority, the alarms
+it raised and their push deliveries in one transaction, and announce
+:class:`~telediag.domain.AnalysisCompleted` and (when alarms were raised)
+:class:`~telediag.domain.AlarmEventsRecorded`. Running a job twice is harmless: a finished
+job is skipped, results are kept per object and an object's alarms are recorded once.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from telediag.domain import AnalysisCompleted, AnalysisFailed, CaseStatus, MediaType
+from telediag.domain import AlarmEventsRecorded, AnalysisCompleted, AnalysisFailed, CaseStatus, MediaType, PushChannel
 from telediag.ecg import Recording, WaveformError
 from telediag.messagebus import MessageBus
 from telediag.store import Database, ObjectRef, ObjectStore
@@ -23,22 +25,23 @@ from telediag.store import Database, ObjectRef, ObjectStore
 log = logging.getLogger(__name__)
 
 
-
-def _default_analyze(recording: Recording) -> dict[str, Any]:
+def _default_analyze(recording: Recording, rules: str) -> dict[str, Any]:
     from telediag.ecg.analysis import analyze
 
-    return analyze(recording)
+    return analyze(recording, rules=rules)
 
 
 @dataclass
 class AnalysisContext:
     """What running a job needs: the database, the object store, the bus, the DSP entry
-    point (replaceable in tests) and how long a claim holds before it lapses."""
+    point ``analyze(recording, rules)`` (replaceable in tests), the push channels whose
+    deliveries an alarm gets, and how long a claim holds before it lapses."""
 
     db: Database
     store: ObjectStore
     bus: MessageBus
-    analyze: Callable[[Recording], dict[str, Any]] = _default_analyze
+    analyze: Callable[[Recording, str], dict[str, Any]] = _default_analyze
+    channels: tuple[PushChannel, ...] = ()
     lease_s: float = 20.0
     #: Keeps the lease of a running job alive (the worker runtime renews it periodically).
     hold: Callable[[int], AbstractContextManager[None]] = field(default=lambda job_id: nullcontext())
@@ -71,7 +74,7 @@ def run_analysis_job(ctx: AnalysisContext, job_id: int, final_attempt: bool) -> 
     obj = task.object
     try:
         with ctx.hold(job_id):
-            result = ctx.analyze(load_recording(ctx.store, obj, task.siblings))
+            result = ctx.analyze(load_recording(ctx.store, obj, task.siblings), task.rules)
     except Exception as exc:
         permanent = isinstance(exc, WaveformError)
         dead = permanent or final_attempt
@@ -88,11 +91,14 @@ def run_analysis_job(ctx: AnalysisContext, job_id: int, final_attempt: bool) -> 
         raise
     with ctx.db.uow() as uow:
         uow.results.save(obj.id, result)
+        events, deliveries = uow.alarms.record(obj.case_id, obj.id, list(result.get("alarms") or []), ctx.channels)
         uow.jobs.finish(job_id)
         uow.cases.set_status(obj.case_id, CaseStatus.ANALYSED)
         uow.commit()
-    log.info("job %s done (object %s)", job_id, obj.id)
+    log.info("job %s done (object %s%s)", job_id, obj.id, f", {len(events)} alarm(s)" if events else "")
     ctx.bus.handle(AnalysisCompleted(job_id, obj.id, obj.case_id))
+    if events:
+        ctx.bus.handle(AlarmEventsRecorded(tuple(events), tuple(deliveries)))
 
 
 __all__ = ["AnalysisContext", "run_analysis_job", "load_recording"]

@@ -9,7 +9,7 @@ from dataclasses import asdict
 from typing import Any, Callable, Iterable
 
 from telediag.cli.common import data_dir_option, database
-from telediag.domain import JobState, NetworkError
+from telediag.domain import RULE_SETS, JobState, NetworkError
 
 
 def _fail(exc: Exception) -> int:
@@ -67,14 +67,31 @@ def cmd_site_active(args: argparse.Namespace) -> int:
     return _guarded(run)
 
 
+def cmd_site_set_webhook(args: argparse.Namespace) -> int:
+    from telediag.network import set_site_webhook
+
+    def run() -> int:
+        url = None if args.url.lower() == "none" else args.url
+        secret = set_site_webhook(database(args), args.name, url, args.secret)
+        if url is None:
+            print(f"site {args.name!r}: webhook removed")
+        else:
+            print(f"site {args.name!r}: alarms are POSTed to {url}, signed X-Telediag-Signature: sha256=HMAC")
+            if not args.secret:
+                print(f"webhook secret (shown once, keep it): {secret}")
+        return 0
+
+    return _guarded(run)
+
+
 # -- devices -------------------------------------------------------------------------------------
 def cmd_device_add(args: argparse.Namespace) -> int:
     from telediag.network import add_device
 
     def run() -> int:
-        device_id, api_key = add_device(database(args), args.name, args.site, args.ae_title)
+        device_id, api_key = add_device(database(args), args.name, args.site, args.ae_title, args.rules)
         print(f"device {args.name!r} added with id {device_id} at site {args.site!r}"
-              + (f", AE title {args.ae_title.upper()}" if args.ae_title else ""))
+              + (f", AE title {args.ae_title.upper()}" if args.ae_title else "") + f", rules {args.rules}")
         print(f"API key (shown once, keep it): {api_key}")
         return 0
 
@@ -85,7 +102,7 @@ def cmd_device_list(args: argparse.Namespace) -> int:
     from telediag.network import list_devices
 
     devices = [asdict(d) for d in list_devices(database(args))]
-    _print_rows(devices, args.json, ["id", "name", "site_name", "ae_title", "active"])
+    _print_rows(devices, args.json, ["id", "name", "site_name", "ae_title", "rules", "active"])
     return 0
 
 
@@ -144,6 +161,11 @@ def add_commands(sub) -> None:
     p.add_argument("--level", required=True, choices=["prefecture", "county", "township"])
     p.add_argument("--parent", help="the county (for a township) or prefecture (for a county)")
     leaf(site, "list", "list sites ([{id, name, level, parent}] with --json)", cmd_site_list, json_flag=True)
+    p = leaf(site, "set-webhook", "POST the alarms of a site (and of the sites below it) to URL, signed with "
+                                  "HMAC-SHA256 (X-Telediag-Signature)", cmd_site_set_webhook)
+    p.add_argument("name")
+    p.add_argument("url", help="http(s)://...; 'none' removes the webhook")
+    p.add_argument("--secret", help="the shared signing secret (default: a new one, printed once)")
     for action in ("disable", "enable"):
         leaf(site, action, f"{action} a site (its devices {'can no longer' if action == 'disable' else 'may'} "
                            f"deliver)", cmd_site_active).add_argument("name")
@@ -153,6 +175,9 @@ def add_commands(sub) -> None:
     p.add_argument("name")
     p.add_argument("--site", required=True)
     p.add_argument("--ae-title", help="the calling AE title the device uses for DICOM")
+    p.add_argument("--rules", default="resting", choices=list(RULE_SETS),
+                   help="critical-value rules its recordings are analysed with (default resting; holter for a "
+                        "Holter recorder, monitoring for a bedside or remote monitor)")
     leaf(device, "list", "list devices", cmd_device_list, json_flag=True)
     for action in ("disable", "enable"):
         leaf(device, action, f"{action} a device", cmd_device_active).add_argument("name")

@@ -54,12 +54,15 @@ def _listening(port: int) -> bool:
 
 
 def _start_embedded(system: System, stack: ExitStack) -> None:
-    """Start SCP, API, worker and sweeper in this process for the demo's duration."""
+    """Start SCP, API, workers (analysis and push) and sweeper in this process for the demo's duration."""
     from telediag.web import BackgroundServer
 
     worker = system.embedded_worker()
     worker.start()
     stack.callback(worker.stop)
+    pusher = system.push_worker()
+    pusher.start()
+    stack.callback(pusher.stop)
     sweeper = system.sweeper(owns_all_jobs=True)
     sweeper.start()
     stack.callback(sweeper.stop)

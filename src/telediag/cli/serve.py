@@ -37,8 +37,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     system.db  # migrate before anything listens
     worker = system.embedded_worker(args.workers)
     worker.start()
+    pusher = system.push_worker()
+    pusher.start()
     sweeper = system.sweeper(owns_all_jobs=True)  # this process owns every job: republish at once
     sweeper.start()
+    push_sweeper = system.push_sweeper()
+    push_sweeper.start()
     scp = system.storage_scp()
     scp.start()
     print(f"telediag {settings.data_dir}: DICOM SCP {settings.ae_title}@{settings.dicom_host}:{scp.port}, "
@@ -47,7 +51,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         _serve_http(system, settings)
     finally:
         scp.stop()
+        push_sweeper.stop()
         sweeper.stop()
+        pusher.stop()
         worker.stop()
         system.close()
     return 0
@@ -59,6 +65,8 @@ def cmd_api(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     system = System(settings)
     system.sweeper().start()
+    system.push_sweeper().start()  # orphaned pushes and escalations; any number of API processes may
+    system.push_worker().start()
     _serve_http(system, settings)
     return 0
 
@@ -79,8 +87,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     system.db
     worker = system.worker(threads=args.threads)
     worker.start()
+    pusher = system.push_worker()
+    pusher.start()
     log.info("worker consuming with %d thread(s)", args.threads)
     _wait_for_signal()
+    pusher.stop()
     worker.stop()
     system.close()
     return 0

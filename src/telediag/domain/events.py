@@ -45,3 +45,12 @@ class AnalysisFailed(Event):
     object_id: int
     case_id: int
     dead: bool
+
+
+@dataclass(frozen=True)
+class AlarmEventsRecorded(Event):
+    """Alarm events (raised, acknowledged, escalated) and their push deliveries are committed:
+    the deliveries can be sent and the streams woken."""
+
+    event_ids: tuple[int, ...]
+    delivery_ids: tuple[int, ...]

@@ -71,6 +71,8 @@ class DeviceIdentity:
     name: str
     site_id: int
     ae_title: str | None
+    #: The critical-value rule set its recordings are analysed with.
+    rules: str = "resting"
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,7 @@ class DeviceInfo:
     ae_title: str | None
     active: bool
     created_at: datetime
+    rules: str = "resting"
 
 
 @dataclass(frozen=True)
@@ -131,3 +134,98 @@ class MediaType:
         "ge-muse": ("application/x-ge-muse+xml", "xml"),
         "philips-xml": ("application/x-philips-ecg+xml", "xml"),
     }
+
+
+#: Built-in critical-value rule sets a device or an upload may name (``telediag.ecg.rules.BUILTIN``).
+RULE_SETS: tuple[str, ...] = ("resting", "holter", "monitoring")
+
+
+class AlarmState(str, enum.Enum):
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+
+
+class Priority(str, enum.Enum):
+    """A case's place in the review queue, set by the most severe alarm of its analysis."""
+
+    CRITICAL = "critical"
+    URGENT = "urgent"
+    ROUTINE = "routine"
+
+    @classmethod
+    def of_severity(cls, severity: str) -> "Priority":
+        return {"critical": cls.CRITICAL, "urgent": cls.URGENT}.get(severity, cls.ROUTINE)
+
+    @property
+    def rank(self) -> int:
+        return {Priority.CRITICAL: 2, Priority.URGENT: 1, Priority.ROUTINE: 0}[self]
+
+
+class PushChannel(str, enum.Enum):
+    """Channels that have outbox rows (SSE reads the events themselves and needs none)."""
+
+    MQTT = "mqtt"
+    WEBHOOK = "webhook"
+
+
+@dataclass(frozen=True)
+class AlarmInfo:
+    """An alarm as the API lists it."""
+
+    id: int
+    case_id: int
+    object_id: int
+    site_id: int
+    type: str
+    severity: str
+    start_s: float
+    end_s: float
+    text: str
+    text_zh: str
+    evidence: dict
+    raised_at: datetime
+    state: AlarmState
+    acknowledged_by: str | None
+    acknowledged_at: datetime | None
+    escalation_level: int
+
+
+@dataclass(frozen=True)
+class AlarmEventInfo:
+    """One event of the alarm stream (``id`` is the SSE event id)."""
+
+    id: int
+    kind: Literal["alarm", "ack", "escalation"]
+    alarm_id: int
+    site_ids: tuple[int, ...]
+    payload: dict
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class DeliveryTask:
+    """A delivery claimed for sending: what to send, where, and the site's webhook if any."""
+
+    id: int
+    event_id: int
+    channel: PushChannel
+    site_id: int
+    attempts: int
+    payload: dict
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+
+
+@dataclass(frozen=True)
+class Notification:
+    """A push that reached a site: who was notified of an alarm, how and when."""
+
+    event_id: int
+    kind: str
+    channel: str
+    site_id: int
+    sent_at: datetime
+
+
+class AlarmNotFound(LookupError):
+    """No such alarm within the caller's sites."""

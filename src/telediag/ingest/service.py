@@ -171,19 +171,20 @@ class IngestService:
         """Validate and store one WFDB record given as ``{file name: bytes}``."""
         return self.store_received(device, self.prepare_wfdb(device, files, patient_id))
 
-    def store_received(self, device: DeviceIdentity, received: Received) -> IngestOutcome:
-        """Make a prepared input durable and recorded, queue its analysis, announce it."""
+    def store_received(self, device: DeviceIdentity, received: Received, rules: str | None = None) -> IngestOutcome:
+        """Make a prepared input durable and recorded, queue its analysis (with the critical-value
+        rule set ``rules`` the upload named, else the device's), announce it."""
         # Sends of one instance through this process take turns, so the second sees the
         # first one's committed row: a re-send or a quarantine, and never the owner of bytes
         # that the first one recorded (which a failing second one would otherwise delete).
         with self._instance_locks[hash(received.instance_uid) % _INSTANCE_LOCKS]:
             try:
-                outcome = self._record(device, received)
+                outcome = self._record(device, received, rules)
             except RowConflict:
                 # Another process recorded this instance, or another association this study's
                 # case, a moment ago: decide again on the committed rows.
                 try:
-                    outcome = self._record(device, received)
+                    outcome = self._record(device, received, rules)
                 except RowConflict as exc:
                     log.error("database refused the rows of %s twice", received.files[0].key)
                     raise StorageUnavailable("database refused the object row") from exc
@@ -193,7 +194,7 @@ class IngestService:
             self.bus.handle(ObjectStored(outcome.case_id, outcome.object_id, outcome.job_id))
         return outcome
 
-    def _record(self, device: DeviceIdentity, received: Received) -> IngestOutcome:
+    def _record(self, device: DeviceIdentity, received: Received, rules: str | None = None) -> IngestOutcome:
         """One attempt: look the instance up, write the files while inserting their rows,
         commit once the writes are durable. Raises RowConflict when a unique constraint
         says someone else got there first."""
@@ -208,7 +209,8 @@ class IngestService:
                     now = utcnow()
                     case_id = tx.case_for_study(received.study, now)
                     object_ids = [tx.insert_object(case_id, row, now) for row in received.rows()]
-                    job_id = tx.insert_job(object_ids[0], ANALYZE_ECG, now) if received.study.is_ecg else None
+                    job_id = (tx.insert_job(object_ids[0], ANALYZE_ECG, now, rules) if received.study.is_ecg
+                              else None)
                     for put in puts:
                         put.result()
                     tx.commit()

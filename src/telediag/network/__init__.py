@@ -11,6 +11,8 @@ from __future__ import annotations
 from telediag.network.services import (add_device, add_site, check_delivery_site, device_by_ae_title, device_by_api_key, hash_api_key,
                                        list_devices, list_sites, rotate_device_key, set_device_active,
                                        set_site_active)
+from telediag.network.services import check_rules, set_site_webhook
 
 __all__ = ["add_site", "add_device", "list_sites", "list_devices", "set_site_active", "set_device_active",
-           "rotate_device_key", "check_delivery_site", "device_by_ae_title", "device_by_api_key", "hash_api_key"]
+           "rotate_device_key", "check_delivery_site", "device_by_ae_title", "device_by_api_key", "hash_api_key",
+           "check_rules", "set_site_webhook"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-from telediag.domain import (DeviceIdentity, DeviceInfo, NetworkError, SiteInfo, SiteLevel, SiteNotPermitted,
-                             UnknownSite)
+from telediag.domain import (RULE_SETS, DeviceIdentity, DeviceInfo, NetworkError, SiteInfo, SiteLevel,
+                             SiteNotPermitted, UnknownSite)
 from telediag.store import Database, RowConflict
 
 
@@ -62,8 +62,19 @@ def _device(uow, name: str) -> DeviceInfo:
     return device
 
 
-def add_device(db: Database, name: str, site: str, ae_title: str | None = None) -> tuple[int, str]:
-    """Register a device at a site; return its id and its new API key (shown once)."""
+def check_rules(rules: str) -> str:
+    """A built-in critical-value rule set name, or :class:`NetworkError` naming the choices."""
+    if rules not in RULE_SETS:
+        raise NetworkError(f"unknown rule set {rules!r} (choose {', '.join(RULE_SETS)})")
+    return rules
+
+
+def add_device(db: Database, name: str, site: str, ae_title: str | None = None,
+               rules: str = "resting") -> tuple[int, str]:
+    """Register a device at a site; return its id and its new API key (shown once). ``rules`` is
+    the critical-value rule set its recordings are analysed with (a Holter recorder ``holter``,
+    a bedside or remote monitor ``monitoring``)."""
+    check_rules(rules)
     if ae_title is not None:
         ae_title = ae_title.strip().upper()
         if not ae_title or len(ae_title) > 16 or not ae_title.isascii() or "\\" in ae_title:
@@ -76,7 +87,7 @@ def add_device(db: Database, name: str, site: str, ae_title: str | None = None) 
                 raise NetworkError(f"device {name!r} already exists")
             if ae_title and uow.devices.exists(ae_title=ae_title):
                 raise NetworkError(f"AE title {ae_title!r} is already registered")
-            device_id = uow.devices.add(name, site_row.id, ae_title, digest)
+            device_id = uow.devices.add(name, site_row.id, ae_title, digest, rules)
             uow.commit()
     except RowConflict as exc:  # registered by someone else a moment ago
         raise NetworkError(f"device {name!r} or AE title {ae_title!r} was registered meanwhile") from exc
@@ -109,6 +120,20 @@ def set_device_active(db: Database, name: str, active: bool) -> DeviceInfo:
         uow.devices.set_active(device.id, active)
         uow.commit()
     return device
+
+
+def set_site_webhook(db: Database, name: str, url: str | None, secret: str | None = None) -> str | None:
+    """Make every alarm of the site (and of the sites below it) a signed POST to ``url``; None
+    removes the webhook. Returns the secret, generated when none is given (shown once)."""
+    if url is not None and not url.startswith(("http://", "https://")):
+        raise NetworkError("a webhook URL starts with http:// or https://")
+    if url is not None and not secret:
+        secret = secrets.token_urlsafe(32)
+    with db.uow() as uow:
+        site = _site(uow, name)
+        uow.sites.set_webhook(site.id, url, secret if url else None)
+        uow.commit()
+    return secret if url else None
 
 
 def rotate_device_key(db: Database, name: str) -> str:

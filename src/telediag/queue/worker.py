@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 #: Runs one job: (job id, whether this is the broker's last attempt).
 JobRunner = Callable[[int, bool], None]
+#: Runs one job in an analysis process and returns the domain events it raised, for the parent.
+RelayingJobRunner = Callable[[int, bool], list]
 
 
 def declare_analysis_actor(broker: dramatiq.Broker, run: JobRunner, max_retries: int = 3,
@@ -86,7 +88,7 @@ class LeaseKeeper:
 
 
 # -- embedded analysis processes ----------------------------------------------------------------
-_child_runner: JobRunner | None = None
+_child_runner: RelayingJobRunner | None = None
 
 
 def _exit_with_parent(parent_pid: int) -> None:
@@ -120,19 +122,21 @@ def _child_start(settings, niceness: int) -> None:
     from telediag.bootstrap import System
 
     system = System(settings, durable_commits=False)
-    _child_runner = system.run_job_here
+    _child_runner = system.run_job_relaying
 
 
-def _child_run(job_id: int, final_attempt: bool) -> None:
+def _child_run(job_id: int, final_attempt: bool) -> list:
     assert _child_runner is not None, "analysis process not initialised"
-    _child_runner(job_id, final_attempt)
+    return _child_runner(job_id, final_attempt)
 
 
 class AnalysisProcesses:
     """A pool of analysis processes for the embedded mode (see module doc).
 
     ``run`` blocks the calling broker thread until the child finished the job and re-raises
-    its failure there, so Dramatiq's retries and dead-lettering work as for in-thread jobs.
+    its failure there, so Dramatiq's retries and dead-lettering work as for in-thread jobs;
+    it returns the domain events the job raised, for the parent's message bus (the parent
+    holds the broker and the alarm streams that react to them).
     """
 
     def __init__(self, settings, processes: int, niceness: int = 10) -> None:
@@ -141,8 +145,8 @@ class AnalysisProcesses:
                                          initargs=(settings, niceness))
         self.processes = processes
 
-    def run(self, job_id: int, final_attempt: bool) -> None:
-        self._pool.submit(_child_run, job_id, final_attempt).result()
+    def run(self, job_id: int, final_attempt: bool) -> list:
+        return self._pool.submit(_child_run, job_id, final_attempt).result()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

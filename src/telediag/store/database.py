@@ -62,3 +62,26 @@ def migrate(engine: Engine) -> None:
         with engine.begin() as conn:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
+
+
+def create_database(admin_dsn: str, name: str) -> str:
+    """Create an empty PostgreSQL database (for benchmarks that need one of their own);
+    return its SQLAlchemy URL. ``admin_dsn`` is a libpq connection string of a role that
+    may create databases."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        user, host, port = conn.info.user, conn.info.host, conn.info.port
+    return f"postgresql+psycopg://{user}@{host}:{port}/{name}"
+
+
+def drop_database(admin_dsn: str, url: str) -> None:
+    """Drop a database made by :func:`create_database`, whoever is still connected."""
+    import psycopg
+    from psycopg import sql
+
+    name = url.rsplit("/", 1)[-1]
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

@@ -24,7 +24,7 @@ from sqlalchemy.sql import ClauseElement
 
 from sqlalchemy import Engine
 
-from telediag.domain import CaseKind, CaseStatus, JobState
+from telediag.domain import CaseKind, CaseStatus, JobState, Priority
 from telediag.store.errors import DatabaseUnavailable, RowConflict
 from telediag.store.tables import Case, Job, Patient, QuarantinedObject, StoredObject
 
@@ -87,13 +87,13 @@ _STATEMENTS: dict[str, tuple[ClauseElement, tuple[str, ...]]] = {
     "insert_patient": (insert(_patients).returning(_patients.c.id),
                        ("site_id", "patient_key", "name", "sex", "birth_date")),
     "insert_case": (insert(_cases).returning(_cases.c.id),
-                    ("site_id", "device_id", "patient_id", "kind", "study_instance_uid", "status", "received_at",
-                     "updated_at")),
+                    ("site_id", "device_id", "patient_id", "kind", "study_instance_uid", "status", "priority",
+                     "received_at", "updated_at")),
     "insert_object": (insert(_objects).returning(_objects.c.id),
                       ("case_id", "key", "size", "sha256", "media_type", "sop_class_uid", "sop_instance_uid",
                        "series_instance_uid", "transfer_syntax_uid", "modality", "record_name", "received_at")),
     "insert_job": (insert(_jobs).returning(_jobs.c.id),
-                   ("object_id", "kind", "state", "attempts", "last_error", "created_at", "updated_at")),
+                   ("object_id", "kind", "state", "attempts", "last_error", "rules", "created_at", "updated_at")),
     "find_quarantined": (select(_quarantine.c.id).where(_quarantine.c.key == bindparam("key")), ()),
     "insert_quarantined": (insert(_quarantine).returning(_quarantine.c.id),
                            ("device_id", "key", "size", "sha256", "sop_instance_uid", "reason", "received_at")),
@@ -209,7 +209,7 @@ class RowTransaction:
         return self._id("insert_case", dict(
             site_id=ref.site_id, device_id=ref.device_id, patient_id=patient_id,
             kind=CaseKind.ECG if ref.is_ecg else CaseKind.IMAGING, study_instance_uid=ref.study_instance_uid,
-            status=CaseStatus.RECEIVED, received_at=now, updated_at=now))
+            status=CaseStatus.RECEIVED, priority=Priority.ROUTINE.value, received_at=now, updated_at=now))
 
     def insert_object(self, case_id: int, row: ObjectRow, now: datetime) -> int:
         return self._id("insert_object", dict(
@@ -218,10 +218,11 @@ class RowTransaction:
             series_instance_uid=row.series_instance_uid, transfer_syntax_uid=row.transfer_syntax_uid,
             modality=row.modality, record_name=row.record_name, received_at=now))
 
-    def insert_job(self, object_id: int, kind: str, now: datetime) -> int:
+    def insert_job(self, object_id: int, kind: str, now: datetime, rules: str | None = None) -> int:
+        """The object's outbox job; ``rules`` is the rule set the upload named (None: the device's)."""
         return self._id("insert_job", dict(
-            object_id=object_id, kind=kind, state=JobState.PENDING, attempts=0, last_error=None, created_at=now,
-            updated_at=now))
+            object_id=object_id, kind=kind, state=JobState.PENDING, attempts=0, last_error=None, rules=rules,
+            created_at=now, updated_at=now))
 
     def quarantine(self, device_id: int, row: ObjectRow, reason: str, now: datetime) -> int:
         """Record an object kept aside (idempotent per key: the same conflicting bytes sent

@@ -12,16 +12,18 @@ from dataclasses import dataclass
 from datetime import timedelta, timezone
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
-from telediag.domain import (CaseKind, CaseStatus, DeviceIdentity, DeviceInfo, JobState, QuarantineEntry, SiteInfo,
-                             SiteLevel)
-from telediag.store.tables import (AnalysisResult, Case, Device, Job, QuarantinedObject, Site, StoredObject,
-                                   utcnow)
+from telediag.domain import (AlarmEventInfo, AlarmInfo, AlarmState, CaseKind, CaseStatus, DeliveryTask,
+                             DeviceIdentity, DeviceInfo, JobState, Notification, Priority, PushChannel,
+                             QuarantineEntry, SiteInfo, SiteLevel)
+from telediag.store.tables import (Alarm, AlarmEvent, AlarmEventSite, AnalysisResult, Case, Delivery,
+                                   DeliveryAttempt, Device, Job, QuarantinedObject, Site, StoredObject, utcnow)
 
 __all__ = ["SiteRepository", "DeviceRepository", "JobRepository", "ResultRepository", "CaseRepository",
-           "QuarantineRepository", "JobTask", "ObjectRef"]
+           "QuarantineRepository", "AlarmRepository", "DeliveryRepository", "JobTask", "ObjectRef",
+           "ALARM_EVENTS_CHANNEL"]
 
 
 def _site(row: Site) -> SiteInfo:
@@ -48,13 +50,37 @@ class SiteRepository:
     def set_active(self, site_id: int, active: bool) -> None:
         self._s.execute(update(Site).where(Site.id == site_id).values(active=active))
 
+    def set_webhook(self, site_id: int, url: str | None, secret: str | None) -> None:
+        self._s.execute(update(Site).where(Site.id == site_id).values(webhook_url=url, webhook_secret=secret))
+
+    def chain(self, site_id: int) -> list[int]:
+        """The site and the centers above it, the site first (township, county, prefecture)."""
+        parents = {sid: parent for sid, parent in self._s.execute(select(Site.id, Site.parent_id))}
+        out = [site_id]
+        while parents.get(out[-1]) is not None and len(out) < len(parents):
+            out.append(parents[out[-1]])
+        return out
+
+    def subtree(self, site_id: int) -> set[int]:
+        """The site and every site below it (what a county or prefecture center oversees)."""
+        children: dict[int | None, list[int]] = {}
+        for sid, parent in self._s.execute(select(Site.id, Site.parent_id)):
+            children.setdefault(parent, []).append(sid)
+        out, todo = set(), [site_id]
+        while todo:
+            sid = todo.pop()
+            if sid not in out:
+                out.add(sid)
+                todo.extend(children.get(sid, ()))
+        return out
+
 
 class DeviceRepository:
     def __init__(self, session: Session) -> None:
         self._s = session
 
-    def add(self, name: str, site_id: int, ae_title: str | None, api_key_sha256: str) -> int:
-        row = Device(name=name, site_id=site_id, ae_title=ae_title, api_key_sha256=api_key_sha256)
+    def add(self, name: str, site_id: int, ae_title: str | None, api_key_sha256: str, rules: str = "resting") -> int:
+        row = Device(name=name, site_id=site_id, ae_title=ae_title, api_key_sha256=api_key_sha256, rules=rules)
         self._s.add(row)
         self._s.flush()
         return row.id
@@ -67,14 +93,14 @@ class DeviceRepository:
         """The active device of an active site with this AE title or key hash, else None."""
         column, value = ((Device.ae_title, ae_title) if ae_title is not None
                          else (Device.api_key_sha256, api_key_sha256))
-        row = self._s.execute(select(Device.id, Device.name, Device.site_id, Device.ae_title)
+        row = self._s.execute(select(Device.id, Device.name, Device.site_id, Device.ae_title, Device.rules)
                               .join(Site, Site.id == Device.site_id)
                               .where(column == value, Device.active.is_(True), Site.active.is_(True))).first()
-        return None if row is None else DeviceIdentity(row.id, row.name, row.site_id, row.ae_title)
+        return None if row is None else DeviceIdentity(row.id, row.name, row.site_id, row.ae_title, row.rules)
 
     def list(self) -> list[DeviceInfo]:
         rows = self._s.execute(select(Device, Site.name).join(Site, Site.id == Device.site_id).order_by(Device.id))
-        return [DeviceInfo(d.id, d.name, d.site_id, site_name, d.ae_title, d.active, d.created_at)
+        return [DeviceInfo(d.id, d.name, d.site_id, site_name, d.ae_title, d.active, d.created_at, d.rules)
                 for d, site_name in rows]
 
     def by_name(self, name: str) -> DeviceInfo | None:
@@ -107,6 +133,8 @@ class JobTask:
     attempts: int
     object: ObjectRef
     siblings: tuple[ObjectRef, ...]
+    #: The critical-value rule set to analyse with (the upload's, else the device's).
+    rules: str = "resting"
 
 
 def _ref(row: StoredObject) -> ObjectRef:
@@ -141,7 +169,9 @@ class JobRepository:
         if obj.record_name:
             siblings = tuple(_ref(r) for r in self._s.scalars(select(StoredObject).where(
                 StoredObject.case_id == obj.case_id, StoredObject.record_name == obj.record_name)))
-        return JobTask(job_id, claimed.attempts, _ref(obj), siblings)
+        rules = job.rules or self._s.scalar(select(Device.rules).join(Case, Case.device_id == Device.id)
+                                            .where(Case.id == obj.case_id))
+        return JobTask(job_id, claimed.attempts, _ref(obj), siblings, rules or "resting")
 
     def state(self, job_id: int) -> JobState | None:
         return self._s.scalar(select(Job.state).where(Job.id == job_id))
@@ -262,6 +292,12 @@ class CaseRepository:
     def set_status(self, case_id: int, status: CaseStatus) -> None:
         self._s.execute(update(Case).where(Case.id == case_id).values(status=status, updated_at=utcnow()))
 
+    def raise_priority(self, case_id: int, priority: Priority) -> None:
+        """Set the case's priority unless it already has a higher one."""
+        lower = [p.value for p in Priority if p.rank < priority.rank]
+        self._s.execute(update(Case).where(Case.id == case_id, Case.priority.in_(lower))
+                        .values(priority=priority.value))
+
     def view(self, case_id: int) -> dict[str, Any] | None:
         """The case with each object's job and analysis, as the status API shows it."""
         case = self._s.get(Case, case_id)
@@ -281,7 +317,8 @@ class CaseRepository:
                 "analysis": None if result is None else result.result,
             })
         return {"case_id": case.id, "site_id": case.site_id, "kind": CaseKind(case.kind).value,
-                "status": case.status.value, "received_at": case.received_at.isoformat(), "objects": objects}
+                "status": case.status.value, "priority": case.priority, "received_at": case.received_at.isoformat(),
+                "objects": objects}
 
 
 class QuarantineRepository:
@@ -294,3 +331,248 @@ class QuarantineRepository:
                 for q in self._s.scalars(select(QuarantinedObject).order_by(QuarantinedObject.id))]
 
 
+
+
+#: The PostgreSQL NOTIFY channel that wakes the alarm streams of every API process.
+ALARM_EVENTS_CHANNEL = "telediag_alarm_events"
+#: Key of the transaction-level advisory lock that makes alarm event ids commit in order.
+_EVENT_ORDER_LOCK = 0x7E1E_D1A6
+
+
+def _alarm(row: Alarm) -> AlarmInfo:
+    return AlarmInfo(row.id, row.case_id, row.object_id, row.site_id, row.type, row.severity, row.start_s, row.end_s,
+                     row.text, row.text_zh, dict(row.evidence or {}), _utc(row.raised_at), AlarmState(row.state),
+                     row.acknowledged_by, _utc(row.acknowledged_at), row.escalation_level)
+
+
+def _utc(value):
+    """SQLite gives naive datetimes back; they are UTC."""
+    return value.replace(tzinfo=timezone.utc) if value is not None and value.tzinfo is None else value
+
+
+def _event(row: AlarmEvent) -> AlarmEventInfo:
+    return AlarmEventInfo(row.id, row.kind, row.alarm_id, tuple(row.site_ids), dict(row.payload), _utc(row.created_at))
+
+
+def alarm_payload(row: Alarm) -> dict[str, Any]:
+    """What every channel carries about an alarm (the receivers deduplicate on ``alarm_id``)."""
+    return {"alarm_id": row.id, "case_id": row.case_id, "object_id": row.object_id, "site_id": row.site_id,
+            "type": row.type, "severity": row.severity, "start_s": row.start_s, "end_s": row.end_s,
+            "text": row.text, "text_zh": row.text_zh, "raised_at": _utc(row.raised_at).isoformat(),
+            "state": row.state, "escalation_level": row.escalation_level}
+
+
+class AlarmRepository:
+    """Alarms, the events told about them and the outbox rows (deliveries) that push those events.
+
+    An event and its deliveries are always written in the transaction that makes the event
+    true (the analysis result, the acknowledgement, the escalation), so no event exists only in
+    memory and none is pushed that did not happen. Event ids are the SSE ids, read by every
+    API process in id order: on PostgreSQL each writer takes a transaction-level advisory lock
+    just before its first event, so ids become visible in the order they were allocated and a
+    reader that has seen id N will never later find a smaller one; SQLite has one writer anyway.
+    """
+
+    def __init__(self, session: Session) -> None:
+        self._s = session
+        self._ordered = False
+        self._postgres = session.get_bind().dialect.name == "postgresql"
+
+    # -- writing events ---------------------------------------------------------------------
+    def _add_event(self, alarm: Alarm, kind: str, site_ids: list[int], deliver_to: list[int],
+                   channels: tuple[PushChannel, ...], extra: dict[str, Any] | None = None) -> tuple[int, list[int]]:
+        if self._postgres and not self._ordered:
+            self._s.execute(select(func.pg_advisory_xact_lock(_EVENT_ORDER_LOCK)))
+            self._ordered = True
+        event = AlarmEvent(kind=kind, alarm_id=alarm.id, site_ids=site_ids, payload={}, created_at=utcnow())
+        self._s.add(event)
+        self._s.flush()
+        event.payload = {"kind": kind, "event_id": event.id, **alarm_payload(alarm), **(extra or {})}
+        self._s.execute(insert(AlarmEventSite), [{"event_id": event.id, "site_id": sid} for sid in site_ids])
+        webhooks = set(self._s.scalars(select(Site.id).where(Site.id.in_(deliver_to), Site.webhook_url.is_not(None))))
+        rows = [{"event_id": event.id, "channel": channel.value, "site_id": sid, "state": "pending", "attempts": 0,
+                 "next_attempt_at": event.created_at}
+                for channel in channels for sid in deliver_to
+                if channel is not PushChannel.WEBHOOK or sid in webhooks]
+        delivery_ids = [r.id for r in self._s.execute(insert(Delivery).returning(Delivery.id), rows)] if rows else []
+        if self._postgres:
+            self._s.execute(select(func.pg_notify(ALARM_EVENTS_CHANNEL, str(event.id))))
+        return event.id, delivery_ids
+
+    def record(self, case_id: int, object_id: int, alarms: list[dict[str, Any]],
+               channels: tuple[PushChannel, ...]) -> tuple[list[int], list[int]]:
+        """Keep the alarms an analysis of an object raised, each with an ``alarm`` event for the
+        clinic and the centers above it, and set the case's priority; returns the event and
+        delivery ids. An object whose alarms are already recorded gets none again."""
+        if not alarms or self._s.scalar(select(Alarm.id).where(Alarm.object_id == object_id).limit(1)) is not None:
+            return [], []
+        site_id = self._s.scalar(select(Case.site_id).where(Case.id == case_id))
+        chain = SiteRepository(self._s).chain(site_id)
+        now = utcnow()
+        rows = [Alarm(case_id=case_id, object_id=object_id, site_id=site_id, type=a["type"], severity=a["severity"],
+                      start_s=float(a.get("start_s") or 0.0), end_s=float(a.get("end_s") or 0.0), text=a["text"],
+                      text_zh=a["text_zh"], evidence=a.get("evidence") or {}, raised_at=now,
+                      state=AlarmState.OPEN.value, escalation_level=0) for a in alarms]
+        self._s.add_all(rows)
+        self._s.flush()
+        events, deliveries = [], []
+        for row in rows:
+            event_id, ids = self._add_event(row, "alarm", chain, chain, channels)
+            events.append(event_id)
+            deliveries += ids
+        top = max((Priority.of_severity(a["severity"]) for a in alarms), key=lambda p: p.rank)
+        CaseRepository(self._s).raise_priority(case_id, top)
+        return events, deliveries
+
+    def acknowledge(self, alarm_id: int, by: str, channels: tuple[PushChannel, ...]
+                    ) -> tuple[AlarmInfo, list[int], list[int]]:
+        """Record who acknowledged the alarm and when, with an ``ack`` event to everyone who was
+        told of it; a second acknowledgement changes nothing and tells no one."""
+        now = utcnow()
+        done = self._s.execute(update(Alarm).where(Alarm.id == alarm_id, Alarm.state == AlarmState.OPEN.value)
+                               .values(state=AlarmState.ACKNOWLEDGED.value, acknowledged_by=by, acknowledged_at=now)
+                               .returning(Alarm.id).execution_options(synchronize_session=False)).first()
+        row = self._s.get(Alarm, alarm_id, populate_existing=True)
+        if done is None:
+            return _alarm(row), [], []
+        chain = SiteRepository(self._s).chain(row.site_id)
+        event_id, deliveries = self._add_event(row, "ack", chain, chain, channels,
+                                               {"acknowledged_by": by, "acknowledged_at": now.isoformat()})
+        return _alarm(row), [event_id], deliveries
+
+    def escalate_due(self, after_s: dict[int, float], channels: tuple[PushChannel, ...]
+                     ) -> tuple[list[int], list[int]]:
+        """Escalate open critical alarms nobody acknowledged: level k (1: the center above the
+        clinic, 2: the one above that) once ``after_s[k]`` seconds passed since they were raised.
+        Each escalation is an ``escalation`` event for every site of the alarm, pushed to the
+        new level's site. The level is claimed by one UPDATE whose WHERE holds the condition, so
+        of several processes checking at once only one escalates an alarm."""
+        now = utcnow()
+        events, deliveries = [], []
+        for level in sorted(after_s):
+            claimed = [r.id for r in self._s.execute(
+                update(Alarm).where(Alarm.state == AlarmState.OPEN.value, Alarm.severity == "critical",
+                                    Alarm.escalation_level == level - 1,
+                                    Alarm.raised_at <= now - timedelta(seconds=after_s[level]))
+                .values(escalation_level=level).returning(Alarm.id)
+                .execution_options(synchronize_session=False))]
+            for alarm_id in sorted(claimed):
+                row = self._s.get(Alarm, alarm_id, populate_existing=True)
+                chain = SiteRepository(self._s).chain(row.site_id)
+                if level >= len(chain):
+                    continue  # no center that high above this site
+                event_id, ids = self._add_event(row, "escalation", chain, [chain[level]], channels,
+                                                {"escalated_to_site_id": chain[level]})
+                events.append(event_id)
+                deliveries += ids
+        return events, deliveries
+
+    # -- reading ---------------------------------------------------------------------------
+    def get(self, alarm_id: int) -> AlarmInfo | None:
+        row = self._s.get(Alarm, alarm_id)
+        return None if row is None else _alarm(row)
+
+    def list(self, site_ids: set[int], state: AlarmState | None = None, limit: int = 500) -> list[AlarmInfo]:
+        """Alarms of clinics among ``site_ids``, newest first."""
+        query = select(Alarm).where(Alarm.site_id.in_(site_ids)).order_by(Alarm.id.desc()).limit(limit)
+        if state is not None:
+            query = query.where(Alarm.state == state.value)
+        return [_alarm(r) for r in self._s.scalars(query)]
+
+    def notifications(self, alarm_id: int) -> list[Notification]:
+        """Who was notified of the alarm (and of its escalations), over which channel, when."""
+        rows = self._s.execute(select(AlarmEvent.id, AlarmEvent.kind, Delivery.channel, Delivery.site_id,
+                                      Delivery.sent_at)
+                               .join(Delivery, Delivery.event_id == AlarmEvent.id)
+                               .where(AlarmEvent.alarm_id == alarm_id, Delivery.state == "sent")
+                               .order_by(Delivery.sent_at))
+        return [Notification(r.id, r.kind, r.channel, r.site_id, _utc(r.sent_at)) for r in rows]
+
+    def events_after(self, after_id: int, site_id: int | None = None, limit: int = 1000) -> list[AlarmEventInfo]:
+        """Events with an id above ``after_id`` (of one site's, or all), oldest first."""
+        query = select(AlarmEvent).where(AlarmEvent.id > after_id).order_by(AlarmEvent.id).limit(limit)
+        if site_id is not None:
+            query = query.join(AlarmEventSite, AlarmEventSite.event_id == AlarmEvent.id) \
+                .where(AlarmEventSite.site_id == site_id)
+        return [_event(r) for r in self._s.scalars(query)]
+
+    def last_event_id(self) -> int:
+        return self._s.scalar(select(func.max(AlarmEvent.id))) or 0
+
+
+class DeliveryRepository:
+    """The push outbox: each delivery is claimed exclusively (with a lease, like a running job),
+    sent, and marked; every attempt is logged."""
+
+    def __init__(self, session: Session) -> None:
+        self._s = session
+
+    def claim(self, delivery_id: int, lease_s: float) -> DeliveryTask | None:
+        """Take a due delivery for sending, unless it is sent, failed, not yet due, or held by a
+        live sender. One UPDATE with the whole condition (see ``JobRepository.claim_for_run``)."""
+        now = utcnow()
+        claimed = self._s.execute(
+            update(Delivery).where(Delivery.id == delivery_id,
+                                   ((Delivery.state == "pending") & (Delivery.next_attempt_at <= now))
+                                   | ((Delivery.state == "sending") & (Delivery.lease_until < now)))
+            .values(state="sending", lease_until=now + timedelta(seconds=lease_s), attempts=Delivery.attempts + 1)
+            .returning(Delivery.attempts)).first()
+        if claimed is None:
+            return None
+        row = self._s.execute(select(Delivery.event_id, Delivery.channel, Delivery.site_id, AlarmEvent.payload,
+                                     Site.webhook_url, Site.webhook_secret)
+                              .join(AlarmEvent, AlarmEvent.id == Delivery.event_id)
+                              .join(Site, Site.id == Delivery.site_id).where(Delivery.id == delivery_id)).one()
+        payload = {**row.payload, "to_site_id": row.site_id}
+        return DeliveryTask(delivery_id, row.event_id, PushChannel(row.channel), row.site_id, claimed.attempts,
+                            payload, row.webhook_url, row.webhook_secret)
+
+    def _log(self, delivery_id: int, ok: bool, status_code: int | None, error: str | None,
+             duration_ms: float) -> None:
+        self._s.add(DeliveryAttempt(delivery_id=delivery_id, attempted_at=utcnow(), ok=ok, status_code=status_code,
+                                    error=error, duration_ms=round(duration_ms, 2)))
+
+    def sent(self, delivery_id: int, status_code: int | None, duration_ms: float) -> None:
+        self._s.execute(update(Delivery).where(Delivery.id == delivery_id)
+                        .values(state="sent", sent_at=utcnow(), lease_until=None, last_error=None))
+        self._log(delivery_id, True, status_code, None, duration_ms)
+
+    def failed(self, delivery_id: int, error: str, status_code: int | None, duration_ms: float,
+               retry_in_s: float | None) -> None:
+        """Log a failed attempt; due again in ``retry_in_s``, or ``failed`` for good when None."""
+        values: dict[str, Any] = {"lease_until": None, "last_error": error[:2000]}
+        if retry_in_s is None:
+            values["state"] = "failed"
+        else:
+            values.update(state="pending", next_attempt_at=utcnow() + timedelta(seconds=retry_in_s))
+        self._s.execute(update(Delivery).where(Delivery.id == delivery_id).values(**values))
+        self._log(delivery_id, False, status_code, error[:2000], duration_ms)
+
+    def claim_orphans(self, grace_s: float) -> list[int]:
+        """Deliveries no sender is on: due for ``grace_s`` already (their message was lost with a
+        crashed process or broker) or held under a lapsed lease (the sender died). They are
+        stamped due now, so a concurrent sweeper does not take them too; returns their ids."""
+        now = utcnow()
+        rows = self._s.execute(
+            update(Delivery).where(((Delivery.state == "pending")
+                                    & (Delivery.next_attempt_at <= now - timedelta(seconds=grace_s)))
+                                   | ((Delivery.state == "sending") & (Delivery.lease_until < now)))
+            .values(state="pending", next_attempt_at=now, lease_until=None).returning(Delivery.id))
+        return sorted(r.id for r in rows)
+
+    def for_alarm(self, alarm_id: int) -> list[dict[str, Any]]:
+        """Every delivery of the alarm's events with its attempt log (the delivery log)."""
+        deliveries = self._s.execute(select(Delivery, AlarmEvent.kind)
+                                     .join(AlarmEvent, AlarmEvent.id == Delivery.event_id)
+                                     .where(AlarmEvent.alarm_id == alarm_id).order_by(Delivery.id)).all()
+        ids = [d.id for d, _ in deliveries]
+        attempts: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
+        for a in self._s.scalars(select(DeliveryAttempt).where(DeliveryAttempt.delivery_id.in_(ids))
+                                 .order_by(DeliveryAttempt.id)):
+            attempts[a.delivery_id].append({"at": _utc(a.attempted_at).isoformat(), "ok": a.ok,
+                                            "status_code": a.status_code, "error": a.error,
+                                            "duration_ms": a.duration_ms})
+        return [{"id": d.id, "event_id": d.event_id, "kind": kind, "channel": d.channel, "site_id": d.site_id,
+                 "state": d.state, "attempts": attempts[d.id],
+                 "sent_at": _utc(d.sent_at).isoformat() if d.sent_at else None}
+                for d, kind in deliveries]

@@ -14,9 +14,12 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
+    Double,
     DateTime,
     Enum,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -49,6 +52,9 @@ class Site(Base):
     #: A disabled site's devices can no longer deliver (its history stays).
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    #: Where the site's alarms are POSTed, signed with ``webhook_secret`` (HMAC-SHA256).
+    webhook_url: Mapped[str | None] = mapped_column(String(1000))
+    webhook_secret: Mapped[str | None] = mapped_column(String(200))
 
     parent: Mapped["Site | None"] = relationship(remote_side=[id])
 
@@ -64,6 +70,8 @@ class Device(Base):
     #: sha256 of the device's HTTP API key; the key itself is shown once and never stored.
     api_key_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     active: Mapped[bool] = mapped_column(default=True)
+    #: The critical-value rule set its recordings are analysed with (resting, holter, monitoring).
+    rules: Mapped[str] = mapped_column(String(20), default="resting", server_default="resting")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     site: Mapped[Site] = relationship()
@@ -95,6 +103,8 @@ class Case(Base):
     kind: Mapped[CaseKind] = mapped_column(_enum(CaseKind, "case_kind"))
     study_instance_uid: Mapped[str | None] = mapped_column(String(64))
     status: Mapped[CaseStatus] = mapped_column(_enum(CaseStatus, "case_status"), default=CaseStatus.RECEIVED)
+    #: critical / urgent / routine: the most severe alarm its analysis raised (the review queue's order).
+    priority: Mapped[str] = mapped_column(String(20), default="routine", server_default="routine")
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
@@ -155,6 +165,8 @@ class Job(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     #: While ``running``: the worker holds the job until then and renews it as it works.
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: The rule set the upload named; None: the device's (resolved when the job is claimed).
+    rules: Mapped[str | None] = mapped_column(String(20))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
@@ -175,3 +187,86 @@ class AnalysisResult(Base):
     fs: Mapped[float]
     result: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Alarm(Base):
+    """A critical value (or urgent finding) an analysis raised; written with the result it comes from."""
+
+    __tablename__ = "alarms"
+    __table_args__ = (Index("ix_alarms_site_state", "site_id", "state"),
+                      Index("ix_alarms_escalation", "state", "severity", "escalation_level"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"))
+    object_id: Mapped[int] = mapped_column(ForeignKey("stored_objects.id"), index=True)
+    #: The clinic's site (the case's).
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
+    type: Mapped[str] = mapped_column(String(40))
+    severity: Mapped[str] = mapped_column(String(20))
+    start_s: Mapped[float] = mapped_column(Double)
+    end_s: Mapped[float] = mapped_column(Double)
+    text: Mapped[str] = mapped_column(Text)
+    text_zh: Mapped[str] = mapped_column(Text)
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSON)
+    raised_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    state: Mapped[str] = mapped_column(String(20), default="open")
+    acknowledged_by: Mapped[str | None] = mapped_column(String(200))
+    acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: 0 when raised; k once escalated to the k-th site above the clinic.
+    escalation_level: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class AlarmEvent(Base):
+    """Something to tell about an alarm (raised, acknowledged, escalated); the id is the SSE event id."""
+
+    __tablename__ = "alarm_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    alarm_id: Mapped[int] = mapped_column(ForeignKey("alarms.id"))
+    site_ids: Mapped[list[int]] = mapped_column(JSON)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AlarmEventSite(Base):
+    """The sites an event concerns, one row each, so "events of site S after id N" is an index scan."""
+
+    __tablename__ = "alarm_event_sites"
+
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("alarm_events.id"), primary_key=True)
+
+
+class Delivery(Base):
+    """The outbox row of one push: an event, over one channel, to one site."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (UniqueConstraint("event_id", "channel", "site_id"),
+                      Index("ix_deliveries_state_next", "state", "next_attempt_at"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("alarm_events.id"))
+    channel: Mapped[str] = mapped_column(String(20))
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
+    #: pending -> sending (claimed, with a lease) -> sent, or failed after the last attempt.
+    state: Mapped[str] = mapped_column(String(20), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class DeliveryAttempt(Base):
+    """One try of a delivery: the delivery log (status code and error as the receiver answered)."""
+
+    __tablename__ = "delivery_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("deliveries.id"), index=True)
+    attempted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    ok: Mapped[bool] = mapped_column(Boolean)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[float] = mapped_column(Double)

@@ -17,8 +17,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from telediag.store.database import make_engine, migrate
 from telediag.store.errors import DatabaseUnavailable, RowConflict
 from telediag.store.hotpath import IngestRows
-from telediag.store.repositories import (CaseRepository, DeviceRepository, JobRepository, QuarantineRepository,
-                                         ResultRepository, SiteRepository)
+from telediag.store.notify import Listener, alarm_event_listener
+from telediag.store.repositories import (AlarmRepository, CaseRepository, DeliveryRepository, DeviceRepository,
+                                         JobRepository, QuarantineRepository, ResultRepository, SiteRepository)
 
 
 class UnitOfWork:
@@ -30,6 +31,8 @@ class UnitOfWork:
     jobs: JobRepository
     results: ResultRepository
     quarantine: QuarantineRepository
+    alarms: AlarmRepository
+    deliveries: DeliveryRepository
 
     def __init__(self, session_factory: sessionmaker[Session], snapshot: bool = False) -> None:
         self._factory = session_factory
@@ -45,6 +48,7 @@ class UnitOfWork:
             s.connection(execution_options={"isolation_level": "REPEATABLE READ"})
         self.sites, self.devices, self.cases = SiteRepository(s), DeviceRepository(s), CaseRepository(s)
         self.jobs, self.results, self.quarantine = JobRepository(s), ResultRepository(s), QuarantineRepository(s)
+        self.alarms, self.deliveries = AlarmRepository(s), DeliveryRepository(s)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -76,6 +80,10 @@ class Database:
     def uow(self, snapshot: bool = False) -> UnitOfWork:
         """A unit of work; ``snapshot=True`` makes all its reads consistent with each other."""
         return UnitOfWork(self._sessions, snapshot)
+
+    def alarm_event_listener(self) -> "Listener | None":
+        """A LISTEN connection woken when alarm events commit, or None (SQLite: see ``notify``)."""
+        return alarm_event_listener(self.engine)
 
     def migrate(self) -> None:
         migrate(self.engine)

@@ -11,7 +11,7 @@ from fastapi.staticfiles import StaticFiles
 from telediag import __version__
 from telediag.bootstrap import System
 from telediag.web.middleware import BodyLimitMiddleware
-from telediag.web.routes import cases, health, ingest
+from telediag.web.routes import alarms, cases, health, ingest
 
 
 def create_app(system: System) -> FastAPI:
@@ -20,9 +20,10 @@ def create_app(system: System) -> FastAPI:
     import swagger_ui_bundle
 
     app = FastAPI(title="telediag", version=__version__, docs_url=None, redoc_url=None,
-                  description="Ingest for township ECG carts and imaging devices; case status.")
+                  description="Ingest for township ECG carts and imaging devices; case status; "
+                              "critical-value alarms.")
     app.state.system = system
-    for router in (health.router, ingest.router, cases.router):
+    for router in (health.router, ingest.router, cases.router, alarms.router):
         app.include_router(router)
     app.mount(health.DOCS_ASSETS, StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-assets")
     app.add_middleware(BodyLimitMiddleware, limit=system.settings.max_upload_bytes)
