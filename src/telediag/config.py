@@ -8,13 +8,13 @@ Production sets the URLs to PostgreSQL, a broker and S3/MinIO.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 
 
-def _env(name: str, default: str | None = None) -> str | None:
+def _env(name: str) -> str | None:
     value = os.environ.get(f"TELEDIAG_{name}")
-    return value if value not in (None, "") else default
+    return value if value not in (None, "") else None
 
 
 @dataclass(frozen=True)
@@ -83,31 +83,12 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> "Settings":
-        """Build settings from ``TELEDIAG_*`` variables (unset ones keep their default)."""
-        d = cls()
-        return cls(
-            data_dir=Path(_env("DATA_DIR", str(d.data_dir))),
-            database_url=_env("DATABASE_URL"),
-            object_store_url=_env("OBJECT_STORE_URL"),
-            broker_url=_env("BROKER_URL", d.broker_url),
-            http_host=_env("HTTP_HOST", d.http_host),
-            http_port=int(_env("HTTP_PORT", str(d.http_port))),
-            dicom_host=_env("DICOM_HOST", d.dicom_host),
-            dicom_port=int(_env("DICOM_PORT", str(d.dicom_port))),
-            ae_title=_env("AE_TITLE", d.ae_title),
-            max_upload_bytes=int(_env("MAX_UPLOAD_BYTES", str(d.max_upload_bytes))),
-            max_dicom_bytes=int(_env("MAX_DICOM_BYTES", str(d.max_dicom_bytes))),
-            job_max_retries=int(_env("JOB_MAX_RETRIES", str(d.job_max_retries))),
-            job_stale_after_s=float(_env("JOB_STALE_AFTER_S", str(d.job_stale_after_s))),
-            job_lease_s=float(_env("JOB_LEASE_S", str(d.job_lease_s))),
-            sweep_interval_s=float(_env("SWEEP_INTERVAL_S", str(d.sweep_interval_s))),
-            job_pending_grace_s=float(_env("JOB_PENDING_GRACE_S", str(d.job_pending_grace_s))),
-            analysis_processes=int(_env("ANALYSIS_PROCESSES", str(d.analysis_processes))),
-            mqtt_url=_env("MQTT_URL"),
-            escalate_county_s=float(_env("ESCALATE_COUNTY_S", str(d.escalate_county_s))),
-            escalate_prefecture_s=float(_env("ESCALATE_PREFECTURE_S", str(d.escalate_prefecture_s))),
-            push_sweep_interval_s=float(_env("PUSH_SWEEP_INTERVAL_S", str(d.push_sweep_interval_s))),
-            push_pending_grace_s=float(_env("PUSH_PENDING_GRACE_S", str(d.push_pending_grace_s))),
-            push_retry_base_s=float(_env("PUSH_RETRY_BASE_S", str(d.push_retry_base_s))),
-            push_max_attempts=int(_env("PUSH_MAX_ATTEMPTS", str(d.push_max_attempts))),
-        )
+        """Build settings from ``TELEDIAG_<FIELD NAME>`` variables (unset or empty ones keep
+        their default), each converted to the type of its field's default."""
+        values = {}
+        for f in fields(cls):
+            raw = _env(f.name.upper())
+            if raw is not None:
+                default = f.default_factory() if f.default is MISSING else f.default
+                values[f.name] = raw if default is None else type(default)(raw)
+        return cls(**values)

@@ -126,6 +126,15 @@ class Recording:
         object.__setattr__(self, "leads", tuple(str(x) for x in self.leads))
         object.__setattr__(self, "fs", float(self.fs))
 
+    @classmethod
+    def from_channels(cls, fs: float, leads: list[str], columns: list[np.ndarray], what: str,
+                      **details) -> "Recording":
+        """A recording of the voltage channels a reader kept (it skips pressures and other
+        non-ECG channels); ``what`` names the source in the error when none was left."""
+        if not columns:
+            raise WaveformError(f"{what} has no voltage (ECG) channels")
+        return cls(fs=fs, leads=tuple(leads), signals=np.column_stack(columns), **details)
+
     @property
     def duration_s(self) -> float:
         """Length of the recording in seconds."""

@@ -107,19 +107,19 @@ def list_devices(db: Database) -> list[DeviceInfo]:
 def set_site_active(db: Database, name: str, active: bool) -> SiteInfo:
     """Disable (or enable again) a site: its devices can no longer associate or upload."""
     with db.uow() as uow:
-        site = _site(uow, name)
-        uow.sites.set_active(site.id, active)
-        uow.commit()
-    return site
+        return _set_active(uow, uow.sites, _site(uow, name), active)
 
 
 def set_device_active(db: Database, name: str, active: bool) -> DeviceInfo:
     """Disable (or enable again) a device: a lost or stolen cart is refused at once."""
     with db.uow() as uow:
-        device = _device(uow, name)
-        uow.devices.set_active(device.id, active)
-        uow.commit()
-    return device
+        return _set_active(uow, uow.devices, _device(uow, name), active)
+
+
+def _set_active(uow, repository, row, active: bool):
+    repository.set_active(row.id, active)
+    uow.commit()
+    return row
 
 
 def set_site_webhook(db: Database, name: str, url: str | None, secret: str | None = None) -> str | None:

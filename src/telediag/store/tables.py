@@ -112,16 +112,21 @@ class Case(Base):
     objects: Mapped[list["StoredObject"]] = relationship(back_populates="case", order_by="StoredObject.id")
 
 
-class StoredObject(Base):
+class _Bytes:
+    """Where an object's bytes are kept and what they must hash to (checked on every read)."""
+
+    key: Mapped[str] = mapped_column(String(512), unique=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+
+
+class StoredObject(_Bytes, Base):
     """A file held in the object store, exactly as the device sent it."""
 
     __tablename__ = "stored_objects"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"))
-    key: Mapped[str] = mapped_column(String(512), unique=True)
-    size: Mapped[int] = mapped_column(BigInteger)
-    sha256: Mapped[str] = mapped_column(String(64))
     media_type: Mapped[str] = mapped_column(String(80))
     sop_class_uid: Mapped[str | None] = mapped_column(String(64))
     #: Unique across the network: a re-send of the same instance is recognised by it.
@@ -136,16 +141,13 @@ class StoredObject(Base):
     case: Mapped[Case] = relationship(back_populates="objects")
 
 
-class QuarantinedObject(Base):
+class QuarantinedObject(_Bytes, Base):
     """A different object sent under an existing SOP Instance UID: kept aside, never overwriting."""
 
     __tablename__ = "quarantined_objects"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"))
-    key: Mapped[str] = mapped_column(String(512), unique=True)
-    size: Mapped[int] = mapped_column(BigInteger)
-    sha256: Mapped[str] = mapped_column(String(64))
     sop_instance_uid: Mapped[str | None] = mapped_column(String(64))
     reason: Mapped[str] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

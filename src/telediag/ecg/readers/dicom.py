@@ -216,15 +216,8 @@ def read_dicom_waveform(source: Dataset | str | os.PathLike | bytes) -> Recordin
                 raise WaveformError(f"channel {j + 1} has an invalid sensitivity")
             columns.append((raw[:, j].astype(np.float64) * (sens * corr) + base) * factor)
             leads.append(_lead_from_channel(ch, j))
-        if not columns:
-            raise WaveformError("waveform has no voltage (ECG) channels")
-        return Recording(
-            fs=float(group.SamplingFrequency),
-            leads=tuple(leads),
-            signals=np.column_stack(columns),
-            start_time=_dicom_start(ds, group),
-            source=_source(ds),
-        )
+        return Recording.from_channels(float(group.SamplingFrequency), leads, columns, "waveform",
+                                       start_time=_dicom_start(ds, group), source=_source(ds))
     except WaveformError:
         raise
     except Exception as exc:  # malformed elements (bad DS strings, wrong VRs, ...)

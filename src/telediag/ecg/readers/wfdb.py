@@ -135,16 +135,8 @@ def read_wfdb(path: str | os.PathLike) -> Recording:
             continue
         columns.append(signal[:, j].astype(np.float64) * factor)
         leads.append(normalise_lead_name(str(record.sig_name[j])))
-    if not columns:
-        raise WaveformError("WFDB record has no voltage (ECG) channels")
-    return Recording(
-        fs=float(record.fs),
-        leads=tuple(leads),
-        signals=np.column_stack(columns),
-        start_time=_wfdb_start(header),
-        source=RecordingSource(format="wfdb"),
-        pulsatile=pulsatile,
-    )
+    return Recording.from_channels(float(record.fs), leads, columns, "WFDB record", start_time=_wfdb_start(header),
+                                   source=RecordingSource(format="wfdb"), pulsatile=pulsatile)
 
 
 def read_wfdb_files(files: Mapping[str, bytes], record_name: str) -> Recording:

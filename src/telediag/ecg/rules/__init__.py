@@ -479,39 +479,36 @@ _DETECTORS = {
 }
 
 
+#: English and Chinese alarm texts, formatted with the alarm's evidence (``rate`` is its rate).
+_TEXTS: dict[str, tuple[str, str]] = {
+    "asystole": ("Asystole: no QRS for {duration_s:.1f} s", "心脏停搏：{duration_s:.1f} 秒无QRS波"),
+    "pauses": ("{pauses} pauses >= 3 s", "长RR间期（≥3秒）{pauses}次"),
+    "pause": ("Pause: RR {rr_s:.2f} s", "长RR间期 {rr_s:.2f} 秒"),
+    "extreme_bradycardia": ("Extreme bradycardia: {rate:.0f} /min", "极度心动过缓：心室率 {rate:.0f} 次/分"),
+    "extreme_tachycardia": ("Extreme tachycardia: {rate:.0f} /min", "极度心动过速：心率 {rate:.0f} 次/分"),
+    "ventricular_tachycardia": ("Ventricular tachycardia: {beats} beats at {rate:.0f} /min",
+                                "室性心动过速：{beats} 个心搏，{rate:.0f} 次/分"),
+    "polymorphic_vt": ("Polymorphic VT / torsades suspected: {rate:.0f} /min",
+                       "疑似多形性室速/尖端扭转型室速：{rate:.0f} 次/分"),
+    "ventricular_fibrillation": ("Ventricular flutter/fibrillation for {duration_s:.1f} s",
+                                 "心室扑动/颤动 {duration_s:.1f} 秒"),
+    "svt_rapid": ("SVT with ventricular rate {rate:.0f} /min", "室上性心动过速，心室率 {rate:.0f} 次/分"),
+    "af_rapid": ("AF/flutter with ventricular rate {rate:.0f} /min", "心房颤动/扑动，心室率 {rate:.0f} 次/分"),
+    "af_preexcited": ("Pre-excited AF suspected: shortest RR {shortest_rr_ms:.0f} ms",
+                      "疑似心房颤动伴心室预激：最短RR {shortest_rr_ms:.0f} 毫秒"),
+    "av_block_3": ("Third-degree AV block", "三度房室传导阻滞"),
+    "long_qtc_r_on_t": ("QTc {qtc_ms:.0f} ms with R-on-T PVC", "QTc {qtc_ms:.0f} 毫秒伴R on T室性早搏"),
+    "long_qtc_vt": ("QTc {qtc_ms:.0f} ms with VT", "QTc {qtc_ms:.0f} 毫秒伴室性心动过速"),
+    "stemi": ("ST elevation in {lead_list}: acute MI pattern", "{lead_list} 导联ST段抬高：急性心肌梗死图形"),
+    "hyperkalaemia": ("Severe hyperkalaemia pattern (peaked T, wide QRS, no P)",
+                      "严重高钾血症图形（T波高尖、QRS增宽、P波消失）"),
+}
+
+
 def _text(typ: str, v: Mapping[str, Any]) -> tuple[str, str]:
     """Short English and Chinese alarm texts with the measured value."""
-    rate = v.get("rate_bpm", v.get("mean_rate_bpm"))
-    if typ == "asystole":
-        return (f"Asystole: no QRS for {v['duration_s']:.1f} s", f"心脏停搏：{v['duration_s']:.1f} 秒无QRS波")
-    if typ == "pause":
-        if "pauses" in v:
-            return (f"{v['pauses']} pauses >= 3 s", f"长RR间期（≥3秒）{v['pauses']}次")
-        return (f"Pause: RR {v['rr_s']:.2f} s", f"长RR间期 {v['rr_s']:.2f} 秒")
-    if typ == "extreme_bradycardia":
-        return (f"Extreme bradycardia: {rate:.0f} /min", f"极度心动过缓：心室率 {rate:.0f} 次/分")
-    if typ == "extreme_tachycardia":
-        return (f"Extreme tachycardia: {rate:.0f} /min", f"极度心动过速：心率 {rate:.0f} 次/分")
-    if typ == "ventricular_tachycardia":
-        return (f"Ventricular tachycardia: {v['beats']} beats at {rate:.0f} /min",
-                f"室性心动过速：{v['beats']} 个心搏，{rate:.0f} 次/分")
-    if typ == "polymorphic_vt":
-        return (f"Polymorphic VT / torsades suspected: {rate:.0f} /min", f"疑似多形性室速/尖端扭转型室速：{rate:.0f} 次/分")
-    if typ == "ventricular_fibrillation":
-        return (f"Ventricular flutter/fibrillation for {v['duration_s']:.1f} s", f"心室扑动/颤动 {v['duration_s']:.1f} 秒")
-    if typ == "svt_rapid":
-        return (f"SVT with ventricular rate {rate:.0f} /min", f"室上性心动过速，心室率 {rate:.0f} 次/分")
-    if typ == "af_rapid":
-        return (f"AF/flutter with ventricular rate {rate:.0f} /min", f"心房颤动/扑动，心室率 {rate:.0f} 次/分")
-    if typ == "af_preexcited":
-        return (f"Pre-excited AF suspected: shortest RR {v['shortest_rr_ms']:.0f} ms",
-                f"疑似心房颤动伴心室预激：最短RR {v['shortest_rr_ms']:.0f} 毫秒")
-    if typ == "av_block_3":
-        return ("Third-degree AV block", "三度房室传导阻滞")
-    if typ == "long_qtc_r_on_t":
-        tail = ("with R-on-T PVC", "伴R on T室性早搏") if "coupling_ms" in v else ("with VT", "伴室性心动过速")
-        return (f"QTc {v['qtc_ms']:.0f} ms {tail[0]}", f"QTc {v['qtc_ms']:.0f} 毫秒{tail[1]}")
-    if typ == "stemi":
-        leads = ", ".join(v["leads"])
-        return (f"ST elevation in {leads}: acute MI pattern", f"{leads} 导联ST段抬高：急性心肌梗死图形")
-    return ("Severe hyperkalaemia pattern (peaked T, wide QRS, no P)", "严重高钾血症图形（T波高尖、QRS增宽、P波消失）")
+    key = {"pause": "pauses" if "pauses" in v else "pause",
+           "long_qtc_r_on_t": "long_qtc_r_on_t" if "coupling_ms" in v else "long_qtc_vt"}.get(typ, typ)
+    values = {**v, "rate": v.get("rate_bpm", v.get("mean_rate_bpm")), "lead_list": ", ".join(v.get("leads", ()))}
+    english, chinese = _TEXTS[key]
+    return english.format(**values), chinese.format(**values)
