@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -27,16 +27,16 @@ def shared_dicom() -> Path:
     return path
 
 
-def send_concurrently(send: Callable[[bytes], object], objects: list[bytes]) -> tuple[list, list]:
-    """Call ``send`` on every object, each from its own thread, all released at once;
-    return (results, exceptions)."""
+def send_concurrently(send: Callable[[Any], object], objects: list) -> tuple[list, list]:
+    """Call ``send`` on every object, each from its own thread, all released at once (the way
+    to race senders, sweepers or claimers against each other); return (results, exceptions)."""
     import threading
 
     barrier = threading.Barrier(len(objects))
     results: list = []
     errors: list = []
 
-    def run(data: bytes) -> None:
+    def run(data: Any) -> None:
         barrier.wait()
         try:
             results.append(send(data))

@@ -480,6 +480,10 @@ def register_network_cli(env: dict[str, str], suffix: str = "") -> Registered:
     return Registered(f"Township{suffix}", f"cart{suffix}", ae, match.group(1))
 
 
+#: Runs the telediag command with one event handler replaced by a pause (see that file).
+PAUSED_LAUNCHER = Path(__file__).with_name("telediag_paused.py")
+
+
 class TelediagProcess:
     """One ``telediag`` subprocess with its log file."""
 
@@ -581,11 +585,11 @@ class ProcessGroup:
               pause_after_commit: Path | None = None) -> TelediagProcess:
         """Start ``telediag ARGS``; with ``pause_after_commit``, the process stops after its first
         ingest commit, before publishing, and writes its pid to that file
-        (``tests/telediag_paused_after_commit.py``)."""
+        (``tests/telediag_paused.py``)."""
         n = sum(1 for p in self.processes if p.name.split("#")[0] == name)
         label = f"{name}#{n + 1}" if n else name
         launcher = ("-m", "telediag.cli") if pause_after_commit is None else \
-            (str(Path(__file__).with_name("telediag_paused_after_commit.py")), str(pause_after_commit))
+            (str(PAUSED_LAUNCHER), "_publish_job", str(pause_after_commit))
         proc = TelediagProcess(label, args, env, self.log_dir / f"{label.replace('#', '-')}.log", launcher)
         self.processes.append(proc)
         return proc

@@ -1,7 +1,7 @@
 """The crash window between "committed" and "published", proven with real processes.
 
 ``procs.api(..., pause_after_commit=MARKER)`` starts a telediag process whose ``ObjectStored``
-handler (``tests/telediag_paused_after_commit.py``) writes MARKER and blocks: right after the
+handler (``tests/telediag_paused.py``) writes MARKER and blocks: right after the
 ingest transaction committed and before the job is handed to the broker.
 The tests SIGKILL the process there: the device got no success, the job row is ``pending``
 and nowhere on the broker. A fresh process (whose sweeper publishes orphaned ``pending``

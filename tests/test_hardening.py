@@ -28,7 +28,7 @@ import pytest
 from pydicom import config as pydicom_config
 from pynetdicom import AE
 
-from conftest import SAMPLE_DATA, Network, register_network
+from conftest import SAMPLE_DATA, Network, register_network, send_concurrently
 from factories import ecg_dataset, ecg_objects_of_one_study, part10, synthetic_ecg_uv
 from scp_fixtures import SCP_AE, RunningSCP, dcmtk_tools, running_scp  # noqa: F401  (fixtures)
 from services import PG_DEVICE_AE, ListPublisher, RedisDb
@@ -224,17 +224,8 @@ def test_two_sweepers_never_publish_a_job_twice(pg_db: Database, tmp_path: Path)
         ids = [ingest.ingest_dicom(device, data).job_id for data in ecg_objects_of_one_study(30)]
         publisher = RecordingPublisher()
         sweepers = [Sweeper(pg_db, publisher, stale_after_s=600, pending_grace_s=0) for _ in range(2)]
-        barrier = threading.Barrier(2)
-
-        def run(sweeper: Sweeper) -> None:
-            barrier.wait()
-            sweeper.sweep()
-
-        threads = [threading.Thread(target=run, args=(s,)) for s in sweepers]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
+        _, errors = send_concurrently(lambda sweeper: sweeper.sweep(), sweepers)
+        assert not errors
         assert sorted(publisher.sent) == sorted(ids), "every job published exactly once"
 
 

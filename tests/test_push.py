@@ -9,7 +9,6 @@ one transaction -> ``deliver_alarms`` on the broker -> channel.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +19,9 @@ import pytest
 from sqlalchemy import func, select
 
 from alarm_fixtures import MQTT_URL, MqttSubscriber, WebhookReceiver, normal_ecg, pause_ecg, require_mosquitto
-from conftest import register_network
-from services import (LOOPBACK, ProcessGroup, RedisDb, TelediagProcess, free_port, telediag_env, wait_until)
+from conftest import register_network, send_concurrently
+from services import (LOOPBACK, PAUSED_LAUNCHER, ProcessGroup, RedisDb, TelediagProcess, free_port, telediag_env,
+                      wait_until)
 from telediag.bootstrap import System
 from telediag.config import Settings
 from telediag.domain import PushChannel
@@ -32,8 +32,6 @@ from telediag.store.tables import Alarm, AlarmEvent, Delivery, Job
 from telediag.web import BackgroundServer
 
 pytest_plugins = ["services"]
-
-PAUSED_LAUNCHER = Path(__file__).with_name("telediag_paused_before_push.py")
 
 
 @dataclass
@@ -204,17 +202,8 @@ def test_two_runners_send_each_delivery_once_on_postgres(fresh_postgres_url: str
                 delivery_ids += ids
             uow.commit()
         runners = [DeliveryRunner(system.db, {PushChannel.MQTT: MqttChannel(MQTT_URL)}) for _ in range(2)]
-        barrier = threading.Barrier(2)
-
-        def run(runner: DeliveryRunner) -> None:
-            barrier.wait()
-            runner.deliver(delivery_ids)
-
-        threads = [threading.Thread(target=run, args=(r,)) for r in runners]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
+        _, errors = send_concurrently(lambda runner: runner.deliver(delivery_ids), runners)
+        assert not errors
         with system.db.uow() as uow:
             alarms = [a for a in uow.alarms.list({network.site_id})]
             assert uow.session.scalar(select(func.count()).select_from(Delivery)
@@ -248,7 +237,7 @@ def test_kill_between_analysis_commit_and_push_loses_and_duplicates_nothing(
     try:
         api, port = procs.api(env)
         paused = TelediagProcess("worker-paused", ["worker", "--threads", "1"], env,
-                                 procs.log_dir / "worker-paused.log", (str(PAUSED_LAUNCHER), str(marker)))
+                                 procs.log_dir / "worker-paused.log", (str(PAUSED_LAUNCHER), "_publish_deliveries", str(marker)))
         procs.processes.append(paused)
         resp = httpx.post(f"http://{LOOPBACK}:{port}/api/v1/ecg", headers={"X-API-Key": api_key},
                           files=[("files", ("ecg.dcm", pause_ecg()))], timeout=30)
@@ -298,17 +287,8 @@ def test_two_push_sweepers_escalate_each_alarm_once_per_level_on_postgres(fresh_
     announced: list = []
     sweepers = [PushSweeper(system.db, lambda ids: None, announced.append, channels=(PushChannel.WEBHOOK,),
                             escalate_after_s={1: 0.0, 2: 0.0}) for _ in range(2)]
-    barrier = threading.Barrier(2)
-
-    def run(sweeper: PushSweeper) -> None:
-        barrier.wait()
-        sweeper.sweep()
-
-    threads = [threading.Thread(target=run, args=(s,)) for s in sweepers]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    _, errors = send_concurrently(lambda sweeper: sweeper.sweep(), sweepers)
+    assert not errors
     every_site = {site.id for site in list_sites(system.db)}
     with system.db.uow() as uow:
         kinds = list(uow.session.execute(select(AlarmEvent.alarm_id, AlarmEvent.payload)
