@@ -98,13 +98,16 @@ class DeviceRepository:
                               .where(column == value, Device.active.is_(True), Site.active.is_(True))).first()
         return None if row is None else DeviceIdentity(row.id, row.name, row.site_id, row.ae_title, row.rules)
 
-    def list(self) -> list[DeviceInfo]:
-        rows = self._s.execute(select(Device, Site.name).join(Site, Site.id == Device.site_id).order_by(Device.id))
+    def list(self, name: str | None = None) -> list[DeviceInfo]:
+        """All devices, or the one with ``name``."""
+        query = select(Device, Site.name).join(Site, Site.id == Device.site_id).order_by(Device.id)
+        if name is not None:
+            query = query.where(Device.name == name)
         return [DeviceInfo(d.id, d.name, d.site_id, site_name, d.ae_title, d.active, d.created_at, d.rules)
-                for d, site_name in rows]
+                for d, site_name in self._s.execute(query)]
 
     def by_name(self, name: str) -> DeviceInfo | None:
-        return next((d for d in self.list() if d.name == name), None)
+        return next(iter(self.list(name)), None)
 
     def set_active(self, device_id: int, active: bool) -> None:
         self._s.execute(update(Device).where(Device.id == device_id).values(active=active))
@@ -254,8 +257,8 @@ class JobRepository:
 
     def unfinished_after(self, after_id: int) -> int:
         """How many jobs newer than ``after_id`` are not yet done or dead."""
-        return len(list(self._s.scalars(select(Job.id).where(
-            Job.id > after_id, Job.state.in_([JobState.PENDING, JobState.QUEUED, JobState.RUNNING])))))
+        return int(self._s.scalar(select(func.count()).select_from(Job).where(
+            Job.id > after_id, Job.state.in_([JobState.PENDING, JobState.QUEUED, JobState.RUNNING]))))
 
 
 class ResultRepository:
