@@ -19,11 +19,12 @@ from telediag.config import Settings
 from telediag.domain import AlarmEventsRecorded, DeviceIdentity, Event, ObjectStored, PushChannel
 from telediag.ingest import IngestService, StorageSCP
 from telediag.messagebus import MessageBus, RelayBus
-from telediag.network import device_by_ae_title
+from telediag.network import KeyVault, device_by_ae_title
 from telediag.push import (PUSH_QUEUE, AlarmFeed, Channel, DeliveryRunner, MqttChannel, PushSweeper, WebhookChannel,
                            declare_push_actor)
 from telediag.queue import (ANALYSIS_QUEUE, AnalysisProcesses, BrokerWatch, LeaseKeeper, OutboxPublisher, Sweeper,
                             declare_analysis_actor, make_broker)
+from telediag.review import ReviewService, ReviewSweeper
 from telediag.store import Database, ObjectStore, open_object_store
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,8 @@ class System:
 
     @cached_property
     def db(self) -> Database:
-        db = Database(self.settings.effective_database_url, durable=self.durable_commits)
+        db = Database(self.settings.effective_database_url, durable=self.durable_commits,
+                      deadlines=self.settings.deadlines)
         db.migrate()
         return db
 
@@ -138,6 +140,18 @@ class System:
         return PushSweeper(self.db, send, self.bus.handle, channels=self.push_channels,
                            escalate_after_s={1: s.escalate_county_s, 2: s.escalate_prefecture_s},
                            interval_s=s.push_sweep_interval_s, pending_grace_s=s.push_pending_grace_s)
+
+    @cached_property
+    def vault(self) -> KeyVault:
+        """The readers' signing keys, sealed under the server's secret (see ``Settings.secret_key``)."""
+        return KeyVault(self.settings.secret())
+
+    @cached_property
+    def review(self) -> ReviewService:
+        return ReviewService(self.db, self.store, self.vault, claim_lease_s=self.settings.claim_lease_s)
+
+    def review_sweeper(self) -> ReviewSweeper:
+        return ReviewSweeper(self.review, self.settings.review_sweep_interval_s)
 
     def authorize(self, calling_ae_title: str) -> DeviceIdentity | None:
         """The registered device a DICOM association comes from (the SCP's ``authorize``)."""

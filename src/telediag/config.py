@@ -8,8 +8,11 @@ Production sets the URLs to PostgreSQL, a broker and S3/MinIO.
 from __future__ import annotations
 
 import os
+import secrets
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
+
+from telediag.domain.review import Deadlines
 
 
 def _env(name: str) -> str | None:
@@ -65,6 +68,32 @@ class Settings:
     push_retry_base_s: float = 2.0
     #: Attempts of one push before it is marked ``failed`` (about 37 min of retries at the defaults).
     push_max_attempts: int = 12
+    #: A case unclaimed this long after it arrived (or after its priority rose) moves up to the
+    #: next center: critical, urgent, routine.
+    deadline_critical_s: float = 600.0
+    deadline_urgent_s: float = 1800.0
+    deadline_routine_s: float = 86400.0
+    #: A reader's claim on a case holds this long; every draft save and re-claim renews it.
+    claim_lease_s: float = 900.0
+    #: How often the review sweeper moves cases whose deadline passed unclaimed.
+    review_sweep_interval_s: float = 5.0
+    #: A login (bearer token or page session) lasts this long.
+    session_ttl_s: int = 8 * 3600
+    #: Failed logins in a row that lock an account, and for how long.
+    login_max_failures: int = 5
+    login_lockout_s: int = 900
+    #: Login attempts one address may make per minute (answered 429 beyond).
+    login_rate_per_minute: int = 10
+    #: Encrypts the readers' signing keys; embedded: generated once into ``data_dir/secret.key``.
+    #: Every process of a distributed deployment must be given the same one.
+    secret_key: str | None = None
+    #: The session cookie is sent only over HTTPS (browsers treat http://localhost as secure too).
+    #: Set false only for a plain-HTTP deployment behind a network you trust.
+    secure_cookies: bool = True
+
+    @property
+    def deadlines(self) -> Deadlines:
+        return Deadlines(self.deadline_critical_s, self.deadline_urgent_s, self.deadline_routine_s)
 
     @property
     def effective_database_url(self) -> str:
@@ -78,6 +107,23 @@ class Settings:
             return self.object_store_url
         return f"file://{(self.data_dir / 'objects').resolve()}"
 
+    def secret(self) -> bytes:
+        """The server's secret: ``secret_key``, else one generated once into ``data_dir``
+        (readable by the owner only), so the embedded mode needs no setting."""
+        if self.secret_key:
+            return self.secret_key.encode()
+        path = self.data_dir / "secret.key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                pass  # another process of this data directory made it a moment ago
+            else:
+                with os.fdopen(fd, "w") as f:
+                    f.write(secrets.token_urlsafe(48))
+        return path.read_text().strip().encode()
+
     def with_data_dir(self, data_dir: str | os.PathLike | None) -> "Settings":
         return self if data_dir is None else replace(self, data_dir=Path(data_dir))
 
@@ -90,5 +136,8 @@ class Settings:
             raw = _env(f.name.upper())
             if raw is not None:
                 default = f.default_factory() if f.default is MISSING else f.default
-                values[f.name] = raw if default is None else type(default)(raw)
+                if isinstance(default, bool):  # bool("false") would be True
+                    values[f.name] = raw.strip().lower() in ("1", "true", "yes", "on")
+                else:
+                    values[f.name] = raw if default is None else type(default)(raw)
         return cls(**values)

@@ -82,24 +82,24 @@ def _fmt(v: float | None) -> str:
     return f"{v:6.2f}" if v is not None else "   n/a"
 
 
+def _row(label: str, rows: list[Outcome]) -> None:
+    """One line of the table: counts, true-alarm sensitivity, our score and the monitor's."""
+    score, tp, fn, fp, tn = _score(rows)
+    base = _score(rows, every_true=True)[0]
+    se = f"{100.0 * tp / (tp + fn):14.1f}" if tp + fn else f"{'n/a':>14}"
+    print(f"{label:<25} {len(rows):4d} {tp + fn:5d} {tp:4d} {fn:4d} {fp:4d} {tn:4d} {se} {_fmt(score)} "
+          f"{_fmt(base):>8}")
+
+
 def _table(title: str, rows: list[Outcome]) -> None:
     print(f"\n== {title}: {len(rows)} records ==")
     print(f"{'alarm type':<25} {'n':>4} {'true':>5} {'TP':>4} {'FN':>4} {'FP':>4} {'TN':>4} "
           f"{'true-alarm Se%':>14} {'score':>6} {'monitor':>8}")
     for kind in TYPES:
         sub = [r for r in rows if r.kind == kind]
-        if not sub:
-            continue
-        score, tp, fn, fp, tn = _score(sub)
-        base = _score(sub, every_true=True)[0]
-        se = f"{100.0 * tp / (tp + fn):14.1f}" if tp + fn else f"{'n/a':>14}"
-        print(f"{kind:<25} {len(sub):4d} {tp + fn:5d} {tp:4d} {fn:4d} {fp:4d} {tn:4d} {se} {_fmt(score)} "
-              f"{_fmt(base):>8}")
-    score, tp, fn, fp, tn = _score(rows)
-    base = _score(rows, every_true=True)[0]
-    se = f"{100.0 * tp / (tp + fn):14.1f}" if tp + fn else f"{'n/a':>14}"
-    print(f"{'overall':<25} {len(rows):4d} {tp + fn:5d} {tp:4d} {fn:4d} {fp:4d} {tn:4d} {se} {_fmt(score)} "
-          f"{_fmt(base):>8}")
+        if sub:
+            _row(kind, sub)
+    _row("overall", rows)
 
 
 def main(argv: list[str] | None = None) -> int:

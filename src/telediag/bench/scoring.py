@@ -65,11 +65,16 @@ class BeatScore:
 
     @property
     def veb_se(self) -> float | None:
-        return self._ratio(self.veb_tp, self.veb_tp + self.veb_fn)
+        return self._vebs.se
 
     @property
     def veb_ppv(self) -> float | None:
-        return self._ratio(self.veb_tp, self.veb_tp + self.veb_fp)
+        return self._vebs.ppv
+
+    @property
+    def _vebs(self) -> BeatScore:
+        """The VEB counts as a score of their own: VEB Se and +P are Se and +P of those counts."""
+        return BeatScore(self.veb_tp, self.veb_fn, self.veb_fp)
 
     def as_dict(self) -> dict[str, float | int | None]:
         d: dict[str, float | int | None] = dict(asdict(self))

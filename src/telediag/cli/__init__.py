@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from telediag.cli import admin, serve, tools
+from telediag.cli import admin, people, serve, tools
 
 
 def _logging(verbose: bool = False) -> None:
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="telediag", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (serve, admin, tools):
+    for module in (serve, admin, people, tools):
         module.add_commands(sub)
     return parser
 

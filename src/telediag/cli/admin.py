@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from dataclasses import asdict
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Literal
 
 from telediag.cli.common import data_dir_option, database
 from telediag.domain import RULE_SETS, JobState, NetworkError
@@ -26,23 +27,43 @@ def _print_rows(rows: Iterable[dict[str, Any]], as_json: bool, columns: list[str
         print("\t".join("" if row.get(c) is None else str(row[c]) for c in columns))
 
 
-def _guarded(action: Callable[[], int]) -> int:
-    try:
-        return action()
-    except NetworkError as exc:
-        return _fail(exc)
+def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """The command, with a request the network's shape refuses (an unknown site, a township
+    without a county ...) reported as one line and exit status 2 rather than a traceback."""
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except NetworkError as exc:
+            return _fail(exc)
+
+    return run
+
+
+def _set_active_command(kind: Literal["site", "device"]) -> Callable[[argparse.Namespace], int]:
+    """``telediag site|device enable|disable NAME``: the same command for both kinds."""
+
+    @_guarded
+    def command(args: argparse.Namespace) -> int:
+        from telediag.network import set_device_active, set_site_active
+
+        set_active = set_site_active if kind == "site" else set_device_active
+        set_active(database(args), args.name, args.action == "enable")
+        print(f"{kind} {args.name!r} {args.action}d")
+        return 0
+
+    return command
 
 
 # -- sites ---------------------------------------------------------------------------------------
+@_guarded
 def cmd_site_add(args: argparse.Namespace) -> int:
     from telediag.network import add_site
 
-    def run() -> int:
-        site_id = add_site(database(args), args.name, args.level, args.parent)
-        print(f"site {args.name!r} ({args.level}) added with id {site_id}")
-        return 0
-
-    return _guarded(run)
+    site_id = add_site(database(args), args.name, args.level, args.parent)
+    print(f"site {args.name!r} ({args.level}) added with id {site_id}")
+    return 0
 
 
 def cmd_site_list(args: argparse.Namespace) -> int:
@@ -56,46 +77,34 @@ def cmd_site_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_site_active(args: argparse.Namespace) -> int:
-    from telediag.network import set_site_active
-
-    def run() -> int:
-        set_site_active(database(args), args.name, args.action == "enable")
-        print(f"site {args.name!r} {args.action}d")
-        return 0
-
-    return _guarded(run)
+cmd_site_active = _set_active_command("site")
 
 
+@_guarded
 def cmd_site_set_webhook(args: argparse.Namespace) -> int:
     from telediag.network import set_site_webhook
 
-    def run() -> int:
-        url = None if args.url.lower() == "none" else args.url
-        secret = set_site_webhook(database(args), args.name, url, args.secret)
-        if url is None:
-            print(f"site {args.name!r}: webhook removed")
-        else:
-            print(f"site {args.name!r}: alarms are POSTed to {url}, signed X-Telediag-Signature: sha256=HMAC")
-            if not args.secret:
-                print(f"webhook secret (shown once, keep it): {secret}")
-        return 0
-
-    return _guarded(run)
+    url = None if args.url.lower() == "none" else args.url
+    secret = set_site_webhook(database(args), args.name, url, args.secret)
+    if url is None:
+        print(f"site {args.name!r}: webhook removed")
+    else:
+        print(f"site {args.name!r}: alarms are POSTed to {url}, signed X-Telediag-Signature: sha256=HMAC")
+        if not args.secret:
+            print(f"webhook secret (shown once, keep it): {secret}")
+    return 0
 
 
 # -- devices -------------------------------------------------------------------------------------
+@_guarded
 def cmd_device_add(args: argparse.Namespace) -> int:
     from telediag.network import add_device
 
-    def run() -> int:
-        device_id, api_key = add_device(database(args), args.name, args.site, args.ae_title, args.rules)
-        print(f"device {args.name!r} added with id {device_id} at site {args.site!r}"
-              + (f", AE title {args.ae_title.upper()}" if args.ae_title else "") + f", rules {args.rules}")
-        print(f"API key (shown once, keep it): {api_key}")
-        return 0
-
-    return _guarded(run)
+    device_id, api_key = add_device(database(args), args.name, args.site, args.ae_title, args.rules)
+    print(f"device {args.name!r} added with id {device_id} at site {args.site!r}"
+          + (f", AE title {args.ae_title.upper()}" if args.ae_title else "") + f", rules {args.rules}")
+    print(f"API key (shown once, keep it): {api_key}")
+    return 0
 
 
 def cmd_device_list(args: argparse.Namespace) -> int:
@@ -106,27 +115,17 @@ def cmd_device_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_device_active(args: argparse.Namespace) -> int:
-    from telediag.network import set_device_active
-
-    def run() -> int:
-        set_device_active(database(args), args.name, args.action == "enable")
-        print(f"device {args.name!r} {args.action}d")
-        return 0
-
-    return _guarded(run)
+cmd_device_active = _set_active_command("device")
 
 
+@_guarded
 def cmd_device_rotate_key(args: argparse.Namespace) -> int:
     from telediag.network import rotate_device_key
 
-    def run() -> int:
-        api_key = rotate_device_key(database(args), args.name)
-        print(f"device {args.name!r} has a new API key; the old one no longer works")
-        print(f"API key (shown once, keep it): {api_key}")
-        return 0
-
-    return _guarded(run)
+    api_key = rotate_device_key(database(args), args.name)
+    print(f"device {args.name!r} has a new API key; the old one no longer works")
+    print(f"API key (shown once, keep it): {api_key}")
+    return 0
 
 
 # -- jobs and quarantine -------------------------------------------------------------------------

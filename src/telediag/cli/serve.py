@@ -43,14 +43,18 @@ def cmd_up(args: argparse.Namespace) -> int:
     sweeper.start()
     push_sweeper = system.push_sweeper()
     push_sweeper.start()
+    review_sweeper = system.review_sweeper()
+    review_sweeper.start()
     scp = system.storage_scp()
     scp.start()
     print(f"telediag {settings.data_dir}: DICOM SCP {settings.ae_title}@{settings.dicom_host}:{scp.port}, "
-          f"HTTP http://{settings.http_host}:{settings.http_port} (API docs at /docs); Ctrl-C stops", flush=True)
+          f"HTTP http://{settings.http_host}:{settings.http_port} (readers' and clinics' pages; API docs at /docs); "
+          "Ctrl-C stops", flush=True)
     try:
         _serve_http(system, settings)
     finally:
         scp.stop()
+        review_sweeper.stop()
         push_sweeper.stop()
         sweeper.stop()
         pusher.stop()
@@ -66,6 +70,7 @@ def cmd_api(args: argparse.Namespace) -> int:
     system = System(settings)
     system.sweeper().start()
     system.push_sweeper().start()  # orphaned pushes and escalations; any number of API processes may
+    system.review_sweeper().start()  # cases past their deadline move up; likewise
     system.push_worker().start()
     _serve_http(system, settings)
     return 0

@@ -11,8 +11,15 @@ from .model import (CaseKind, CaseStatus, DeviceIdentity, DeviceInfo, IngestOutc
                     QuarantineEntry, SiteInfo, SiteLevel)
 from .model import (RULE_SETS, AlarmEventInfo, AlarmInfo, AlarmNotFound, AlarmState, DeliveryTask, Notification,
                     Priority, PushChannel)
+from .review import (AUDIT_GENESIS, QUALIFICATIONS, AuditBreak, CaseNotVisible, CaseRef, ReportVersion, InvalidReport, ClaimConflict, Deadlines,
+                     LoginRefused, LoginResult, NotPermitted, Principal, ReportImmutable, ReportState, ReviewState,
+                     Role, UserInfo, audit_hash, canonical_json, report_content, report_digest, utc_seconds)
 
 __all__ = ["SiteLevel", "CaseKind", "CaseStatus", "JobState", "DeviceIdentity", "DeviceInfo", "SiteInfo",
            "IngestOutcome", "MediaType", "QuarantineEntry", "NetworkError", "UnknownSite", "SiteNotPermitted", "Event", "ObjectStored", "ObjectQuarantined",
            "AnalysisCompleted", "AnalysisFailed", "AlarmEventsRecorded", "RULE_SETS", "AlarmState", "Priority",
-           "PushChannel", "AlarmInfo", "AlarmEventInfo", "DeliveryTask", "Notification", "AlarmNotFound"]
+           "PushChannel", "AlarmInfo", "AlarmEventInfo", "DeliveryTask", "Notification", "AlarmNotFound",
+           "Role", "QUALIFICATIONS", "ReviewState", "ReportState", "Principal", "UserInfo", "LoginResult",
+           "NotPermitted", "CaseNotVisible", "ClaimConflict", "ReportImmutable", "LoginRefused", "Deadlines",
+           "AuditBreak", "AUDIT_GENESIS", "audit_hash", "canonical_json", "report_content", "report_digest",
+           "utc_seconds", "CaseRef", "ReportVersion", "InvalidReport"]

@@ -11,9 +11,7 @@ from typing import Literal
 class SiteLevel(str, enum.Enum):
     """Tier of a site in the "grassroots exam, superior diagnosis" hierarchy."""
 
-    PREFECTURE = "prefecture"
-    COUNTY = "county"
-    TOWNSHIP = "township"
+    PREFECTURE, COUNTY, TOWNSHIP = "prefecture", "county", "township"
 
     @property
     def parent_level(self) -> "SiteLevel | None":
@@ -23,16 +21,13 @@ class SiteLevel(str, enum.Enum):
 
 
 class CaseKind(str, enum.Enum):
-    ECG = "ecg"
-    IMAGING = "imaging"
+    ECG, IMAGING = "ecg", "imaging"
 
 
 class CaseStatus(str, enum.Enum):
     """Where a case stands; analysis states are derived from its jobs."""
 
-    RECEIVED = "received"
-    ANALYSED = "analysed"
-    ANALYSIS_FAILED = "analysis_failed"
+    RECEIVED, ANALYSED, ANALYSIS_FAILED = "received", "analysed", "analysis_failed"
 
 
 class JobState(str, enum.Enum):
@@ -44,11 +39,7 @@ class JobState(str, enum.Enum):
     died, and the sweeper publishes the job again.
     """
 
-    PENDING = "pending"
-    QUEUED = "queued"
-    RUNNING = "running"
-    DONE = "done"
-    DEAD = "dead"
+    PENDING, QUEUED, RUNNING, DONE, DEAD = "pending", "queued", "running", "done", "dead"
 
 
 class NetworkError(ValueError):
@@ -141,16 +132,13 @@ RULE_SETS: tuple[str, ...] = ("resting", "holter", "monitoring")
 
 
 class AlarmState(str, enum.Enum):
-    OPEN = "open"
-    ACKNOWLEDGED = "acknowledged"
+    OPEN, ACKNOWLEDGED = "open", "acknowledged"
 
 
 class Priority(str, enum.Enum):
     """A case's place in the review queue, set by the most severe alarm of its analysis."""
 
-    CRITICAL = "critical"
-    URGENT = "urgent"
-    ROUTINE = "routine"
+    CRITICAL, URGENT, ROUTINE = "critical", "urgent", "routine"
 
     @classmethod
     def of_severity(cls, severity: str) -> "Priority":
@@ -164,8 +152,7 @@ class Priority(str, enum.Enum):
 class PushChannel(str, enum.Enum):
     """Channels that have outbox rows (SSE reads the events themselves and needs none)."""
 
-    MQTT = "mqtt"
-    WEBHOOK = "webhook"
+    MQTT, WEBHOOK = "mqtt", "webhook"
 
 
 @dataclass(frozen=True)
@@ -221,7 +208,7 @@ class Notification:
     """A push that reached a site: who was notified of an alarm, how and when."""
 
     event_id: int
-    kind: str
+    kind: Literal["alarm", "ack", "escalation"]
     channel: str
     site_id: int
     sent_at: datetime

@@ -44,35 +44,17 @@ _THREE_SAMPLES = frozenset(
 )
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
-# Storage SOP classes whose IOD fixes the Modality (PS3.3 "Modality" enumerated values per IOD).
+# Storage SOP classes whose IOD fixes the Modality (PS3.3 "Modality" enumerated values per IOD):
+# the modalities an IOD allows -> its SOP class UIDs, given below 1.2.840.10008.5.1.4.1.1 (PS3.4 B.5).
 # Secondary Capture, VL and the like accept many modalities and are deliberately absent.
-_CT = frozenset({"CT"})
-_MR = frozenset({"MR"})
-_US = frozenset({"US", "IVUS"})
 _SOP_MODALITIES: dict[str, frozenset[str]] = {
-    "1.2.840.10008.5.1.4.1.1.1": frozenset({"CR"}),
-    "1.2.840.10008.5.1.4.1.1.1.1": frozenset({"DX"}),
-    "1.2.840.10008.5.1.4.1.1.1.1.1": frozenset({"DX"}),
-    "1.2.840.10008.5.1.4.1.1.1.2": frozenset({"MG"}),
-    "1.2.840.10008.5.1.4.1.1.1.2.1": frozenset({"MG"}),
-    "1.2.840.10008.5.1.4.1.1.1.3": frozenset({"IO"}),
-    "1.2.840.10008.5.1.4.1.1.1.3.1": frozenset({"IO"}),
-    "1.2.840.10008.5.1.4.1.1.2": _CT,
-    "1.2.840.10008.5.1.4.1.1.2.1": _CT,
-    "1.2.840.10008.5.1.4.1.1.2.2": _CT,
-    "1.2.840.10008.5.1.4.1.1.3.1": _US,
-    "1.2.840.10008.5.1.4.1.1.4": _MR,
-    "1.2.840.10008.5.1.4.1.1.4.1": _MR,
-    "1.2.840.10008.5.1.4.1.1.4.4": _MR,
-    "1.2.840.10008.5.1.4.1.1.6.1": _US,
-    "1.2.840.10008.5.1.4.1.1.6.2": _US,
-    "1.2.840.10008.5.1.4.1.1.12.1": frozenset({"XA"}),
-    "1.2.840.10008.5.1.4.1.1.12.2": frozenset({"RF"}),
-    "1.2.840.10008.5.1.4.1.1.20": frozenset({"NM"}),
-    "1.2.840.10008.5.1.4.1.1.128": frozenset({"PT"}),
-    "1.2.840.10008.5.1.4.1.1.130": frozenset({"PT"}),
-    "1.2.840.10008.5.1.4.1.1.481.1": frozenset({"RTIMAGE"}),
-    "1.2.840.10008.5.1.4.1.1.481.2": frozenset({"RTDOSE"}),
+    f"1.2.840.10008.5.1.4.1.1.{suffix}": frozenset(modalities.split())
+    for modalities, suffixes in {
+        "CR": "1", "DX": "1.1 1.1.1", "MG": "1.2 1.2.1", "IO": "1.3 1.3.1", "CT": "2 2.1 2.2",
+        "US IVUS": "3.1 6.1 6.2", "MR": "4 4.1 4.4", "XA": "12.1", "RF": "12.2", "NM": "20", "PT": "128 130",
+        "RTIMAGE": "481.1", "RTDOSE": "481.2",
+    }.items()
+    for suffix in suffixes.split()
 }
 
 

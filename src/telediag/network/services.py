@@ -165,3 +165,20 @@ def check_delivery_site(db: Database, device: DeviceIdentity, site: str | None) 
         row = _site(uow, site)
     if row.id != device.site_id:
         raise SiteNotPermitted(f"device {device.name!r} is not registered for site {site!r}")
+
+
+def upload_device(db: Database, site_id: int) -> DeviceIdentity:
+    """The device a site's staff upload through the clinic page as: ``web-upload-<site id>``,
+    made on first use, with a key nobody is ever shown (it sends nothing by itself)."""
+    name = f"web-upload-{site_id}"
+    with db.uow() as uow:
+        device = uow.devices.by_name(name)
+        if device is None:
+            try:
+                uow.devices.add(name, site_id, None, _new_key()[1])
+                uow.commit()
+            except RowConflict:
+                pass  # another request made it a moment ago
+    with db.uow() as uow:
+        device = uow.devices.by_name(name)
+    return DeviceIdentity(device.id, device.name, device.site_id, device.ae_title, device.rules)

@@ -16,30 +16,28 @@ run a push sweeper and each delivery is re-sent, each alarm escalated, once.
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Callable
 
 from telediag.domain import AlarmEventsRecorded, PushChannel
+from telediag.periodic import Periodic
 from telediag.store import Database
 
 log = logging.getLogger(__name__)
 
 
-class PushSweeper(threading.Thread):
+class PushSweeper(Periodic):
     """Runs :meth:`sweep` every ``interval_s`` seconds (see module doc)."""
 
     def __init__(self, db: Database, send: Callable[[list[int]], None], announce: Callable[[AlarmEventsRecorded], None],
                  *, channels: tuple[PushChannel, ...], escalate_after_s: dict[int, float], interval_s: float = 1.0,
                  pending_grace_s: float = 5.0) -> None:
-        super().__init__(name="telediag-push-sweeper", daemon=True)
+        super().__init__("telediag-push-sweeper", interval_s)
         self.db = db
         self.send = send
         self.announce = announce
         self.channels = channels
         self.escalate_after_s = escalate_after_s
-        self.interval_s = interval_s
         self.pending_grace_s = pending_grace_s
-        self.stopped = threading.Event()
 
     def sweep(self) -> tuple[int, int]:
         """One round; returns (deliveries re-sent, escalation events raised)."""
@@ -56,13 +54,3 @@ class PushSweeper(threading.Thread):
             log.warning("escalated %d unacknowledged critical alarm event(s)", len(events))
             self.announce(AlarmEventsRecorded(tuple(events), tuple(deliveries)))
         return len(orphans), len(events)
-
-    def run(self) -> None:
-        while not self.stopped.wait(self.interval_s):
-            try:
-                self.sweep()
-            except Exception as exc:  # a database or broker outage: try again next round
-                log.warning("push sweep failed: %s: %s", type(exc).__name__, exc)
-
-    def stop(self) -> None:
-        self.stopped.set()

@@ -15,18 +15,18 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Callable, Iterator, NamedTuple
 
-from sqlalchemy import Dialect, bindparam, insert, select
+from sqlalchemy import Dialect, bindparam, func, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql import ClauseElement
 
 from sqlalchemy import Engine
 
-from telediag.domain import CaseKind, CaseStatus, JobState, Priority
+from telediag.domain import CaseKind, CaseStatus, Deadlines, JobState, Priority, ReviewState
 from telediag.store.errors import DatabaseUnavailable, RowConflict
-from telediag.store.tables import Case, Job, Patient, QuarantinedObject, StoredObject
+from telediag.store.tables import Case, Job, Patient, QuarantinedObject, Site, StoredObject
 
 
 class KnownInstance(NamedTuple):
@@ -73,8 +73,9 @@ class StudyRef:
     patient_birth_date: str | None = None
 
 
-_objects, _cases, _patients, _jobs, _quarantine = (StoredObject.__table__, Case.__table__, Patient.__table__,
-                                                   Job.__table__, QuarantinedObject.__table__)
+_objects, _cases, _patients, _jobs, _quarantine, _sites = (
+    StoredObject.__table__, Case.__table__, Patient.__table__, Job.__table__, QuarantinedObject.__table__,
+    Site.__table__)
 
 #: name -> (statement, the value names an INSERT binds)
 _STATEMENTS: dict[str, tuple[ClauseElement, tuple[str, ...]]] = {
@@ -86,9 +87,12 @@ _STATEMENTS: dict[str, tuple[ClauseElement, tuple[str, ...]]] = {
                                                   _patients.c.patient_key == bindparam("key")), ()),
     "insert_patient": (insert(_patients).returning(_patients.c.id),
                        ("site_id", "patient_key", "name", "sex", "birth_date")),
-    "insert_case": (insert(_cases).returning(_cases.c.id),
+    # A new case goes to the queue of the township's county (a center's own exam: its own).
+    "insert_case": (insert(_cases).values(route_site_id=select(func.coalesce(_sites.c.parent_id, _sites.c.id))
+                                          .where(_sites.c.id == bindparam("route_of")).scalar_subquery())
+                    .returning(_cases.c.id),
                     ("site_id", "device_id", "patient_id", "kind", "study_instance_uid", "status", "priority",
-                     "received_at", "updated_at")),
+                     "received_at", "updated_at", "deadline_at", "review_state", "route_of")),
     "insert_object": (insert(_objects).returning(_objects.c.id),
                       ("case_id", "key", "size", "sha256", "media_type", "sop_class_uid", "sop_instance_uid",
                        "series_instance_uid", "transfer_syntax_uid", "modality", "record_name", "received_at")),
@@ -122,8 +126,10 @@ class _Compiled:
 class IngestRows:
     """Writes the rows of received objects (see module doc); thread safe."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, deadlines: Deadlines) -> None:
         self.engine = engine
+        #: A new case's deadline is the routine one until its analysis raises its priority.
+        self.deadlines = deadlines
         dialect = self.engine.dialect
         self._dbapi = dialect.loaded_dbapi
         self._stmts = {name: _Compiled(stmt, keys, dialect) for name, (stmt, keys) in _STATEMENTS.items()}
@@ -209,7 +215,9 @@ class RowTransaction:
         return self._id("insert_case", dict(
             site_id=ref.site_id, device_id=ref.device_id, patient_id=patient_id,
             kind=CaseKind.ECG if ref.is_ecg else CaseKind.IMAGING, study_instance_uid=ref.study_instance_uid,
-            status=CaseStatus.RECEIVED, priority=Priority.ROUTINE.value, received_at=now, updated_at=now))
+            status=CaseStatus.RECEIVED, priority=Priority.ROUTINE.value, received_at=now, updated_at=now,
+            deadline_at=now + timedelta(seconds=self._rows.deadlines.routine_s),
+            review_state=ReviewState.OPEN.value, route_of=ref.site_id))
 
     def insert_object(self, case_id: int, row: ObjectRow, now: datetime) -> int:
         return self._id("insert_object", dict(

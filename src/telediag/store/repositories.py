@@ -17,9 +17,10 @@ from sqlalchemy.orm import Session
 
 from telediag.domain import (AlarmEventInfo, AlarmInfo, AlarmState, CaseKind, CaseStatus, DeliveryTask,
                              DeviceIdentity, DeviceInfo, JobState, Notification, Priority, PushChannel,
-                             QuarantineEntry, SiteInfo, SiteLevel)
+                             QuarantineEntry, SiteInfo, SiteLevel, Deadlines)
 from telediag.store.tables import (Alarm, AlarmEvent, AlarmEventSite, AnalysisResult, Case, Delivery,
-                                   DeliveryAttempt, Device, Job, QuarantinedObject, Site, StoredObject, utcnow)
+                                   DeliveryAttempt, Device, Job, QuarantinedObject, Site, StoredObject, as_utc,
+                                   utcnow)
 
 __all__ = ["SiteRepository", "DeviceRepository", "JobRepository", "ResultRepository", "CaseRepository",
            "QuarantineRepository", "AlarmRepository", "DeliveryRepository", "JobTask", "ObjectRef",
@@ -39,6 +40,13 @@ class SiteRepository:
         self._s.add(row)
         self._s.flush()
         return row.id
+
+    def get(self, site_id: int) -> SiteInfo | None:
+        row = self._s.get(Site, site_id)
+        return None if row is None else _site(row)
+
+    def name(self, site_id: int) -> str | None:
+        return self._s.scalar(select(Site.name).where(Site.id == site_id))
 
     def by_name(self, name: str) -> SiteInfo | None:
         row = self._s.scalar(select(Site).where(Site.name == name))
@@ -144,6 +152,14 @@ def _ref(row: StoredObject) -> ObjectRef:
     return ObjectRef(row.id, row.case_id, row.key, row.sha256, row.media_type, row.record_name)
 
 
+def _siblings(session: Session, obj: StoredObject) -> tuple[ObjectRef, ...]:
+    """The other files of a WFDB record (none for a single-file object)."""
+    if not obj.record_name:
+        return ()
+    return tuple(_ref(r) for r in session.scalars(select(StoredObject).where(
+        StoredObject.case_id == obj.case_id, StoredObject.record_name == obj.record_name)))
+
+
 class JobRepository:
     """Jobs are the transactional outbox: these are the state changes of their life."""
 
@@ -168,10 +184,7 @@ class JobRepository:
             return None
         job = self._s.get(Job, job_id)
         obj = job.object
-        siblings: tuple[ObjectRef, ...] = ()
-        if obj.record_name:
-            siblings = tuple(_ref(r) for r in self._s.scalars(select(StoredObject).where(
-                StoredObject.case_id == obj.case_id, StoredObject.record_name == obj.record_name)))
+        siblings = _siblings(self._s, obj)
         rules = job.rules or self._s.scalar(select(Device.rules).join(Case, Case.device_id == Device.id)
                                             .where(Case.id == obj.case_id))
         return JobTask(job_id, claimed.attempts, _ref(obj), siblings, rules or "resting")
@@ -284,8 +297,9 @@ class ResultRepository:
 
 
 class CaseRepository:
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, deadlines: Deadlines) -> None:
         self._s = session
+        self._deadlines = deadlines
 
     def object_count(self, device_id: int) -> int:
         """How many objects of this device's cases are recorded."""
@@ -296,10 +310,15 @@ class CaseRepository:
         self._s.execute(update(Case).where(Case.id == case_id).values(status=status, updated_at=utcnow()))
 
     def raise_priority(self, case_id: int, priority: Priority) -> None:
-        """Set the case's priority unless it already has a higher one."""
-        lower = [p.value for p in Priority if p.rank < priority.rank]
-        self._s.execute(update(Case).where(Case.id == case_id, Case.priority.in_(lower))
-                        .values(priority=priority.value))
+        """Set the case's priority unless it already has a higher one; its deadline shortens
+        to what the new priority allows from its arrival (never lengthens)."""
+        case = self._s.get(Case, case_id)
+        if case is None or Priority(case.priority).rank >= priority.rank:
+            return
+        case.priority = priority.value
+        due = as_utc(case.received_at) + timedelta(seconds=self._deadlines.seconds(priority.value))
+        if case.deadline_at is None or due < as_utc(case.deadline_at):
+            case.deadline_at = due
 
     def view(self, case_id: int) -> dict[str, Any] | None:
         """The case with each object's job and analysis, as the status API shows it."""
@@ -344,24 +363,19 @@ _EVENT_ORDER_LOCK = 0x7E1E_D1A6
 
 def _alarm(row: Alarm) -> AlarmInfo:
     return AlarmInfo(row.id, row.case_id, row.object_id, row.site_id, row.type, row.severity, row.start_s, row.end_s,
-                     row.text, row.text_zh, dict(row.evidence or {}), _utc(row.raised_at), AlarmState(row.state),
-                     row.acknowledged_by, _utc(row.acknowledged_at), row.escalation_level)
-
-
-def _utc(value):
-    """SQLite gives naive datetimes back; they are UTC."""
-    return value.replace(tzinfo=timezone.utc) if value is not None and value.tzinfo is None else value
+                     row.text, row.text_zh, dict(row.evidence or {}), as_utc(row.raised_at), AlarmState(row.state),
+                     row.acknowledged_by, as_utc(row.acknowledged_at), row.escalation_level)
 
 
 def _event(row: AlarmEvent) -> AlarmEventInfo:
-    return AlarmEventInfo(row.id, row.kind, row.alarm_id, tuple(row.site_ids), dict(row.payload), _utc(row.created_at))
+    return AlarmEventInfo(row.id, row.kind, row.alarm_id, tuple(row.site_ids), dict(row.payload), as_utc(row.created_at))
 
 
 def alarm_payload(row: Alarm) -> dict[str, Any]:
     """What every channel carries about an alarm (the receivers deduplicate on ``alarm_id``)."""
     return {"alarm_id": row.id, "case_id": row.case_id, "object_id": row.object_id, "site_id": row.site_id,
             "type": row.type, "severity": row.severity, "start_s": row.start_s, "end_s": row.end_s,
-            "text": row.text, "text_zh": row.text_zh, "raised_at": _utc(row.raised_at).isoformat(),
+            "text": row.text, "text_zh": row.text_zh, "raised_at": as_utc(row.raised_at).isoformat(),
             "state": row.state, "escalation_level": row.escalation_level}
 
 
@@ -376,8 +390,9 @@ class AlarmRepository:
     reader that has seen id N will never later find a smaller one; SQLite has one writer anyway.
     """
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, deadlines: Deadlines) -> None:
         self._s = session
+        self._deadlines = deadlines
         self._ordered = False
         self._postgres = session.get_bind().dialect.name == "postgresql"
 
@@ -424,7 +439,7 @@ class AlarmRepository:
             events.append(event_id)
             deliveries += ids
         top = max((Priority.of_severity(a["severity"]) for a in alarms), key=lambda p: p.rank)
-        CaseRepository(self._s).raise_priority(case_id, top)
+        CaseRepository(self._s, self._deadlines).raise_priority(case_id, top)
         return events, deliveries
 
     def acknowledge(self, alarm_id: int, by: str, channels: tuple[PushChannel, ...]
@@ -489,7 +504,7 @@ class AlarmRepository:
                                .join(Delivery, Delivery.event_id == AlarmEvent.id)
                                .where(AlarmEvent.alarm_id == alarm_id, Delivery.state == "sent")
                                .order_by(Delivery.sent_at))
-        return [Notification(r.id, r.kind, r.channel, r.site_id, _utc(r.sent_at)) for r in rows]
+        return [Notification(r.id, r.kind, r.channel, r.site_id, as_utc(r.sent_at)) for r in rows]
 
     def events_after(self, after_id: int, site_id: int | None = None, limit: int = 1000) -> list[AlarmEventInfo]:
         """Events with an id above ``after_id`` (of one site's, or all), oldest first."""
@@ -572,10 +587,10 @@ class DeliveryRepository:
         attempts: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
         for a in self._s.scalars(select(DeliveryAttempt).where(DeliveryAttempt.delivery_id.in_(ids))
                                  .order_by(DeliveryAttempt.id)):
-            attempts[a.delivery_id].append({"at": _utc(a.attempted_at).isoformat(), "ok": a.ok,
+            attempts[a.delivery_id].append({"at": as_utc(a.attempted_at).isoformat(), "ok": a.ok,
                                             "status_code": a.status_code, "error": a.error,
                                             "duration_ms": a.duration_ms})
         return [{"id": d.id, "event_id": d.event_id, "kind": kind, "channel": d.channel, "site_id": d.site_id,
                  "state": d.state, "attempts": attempts[d.id],
-                 "sent_at": _utc(d.sent_at).isoformat() if d.sent_at else None}
+                 "sent_at": as_utc(d.sent_at).isoformat() if d.sent_at else None}
                 for d, kind in deliveries]

@@ -34,6 +34,11 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def as_utc(value: datetime | None) -> datetime | None:
+    """SQLite gives naive datetimes back; they are UTC."""
+    return value.replace(tzinfo=timezone.utc) if value is not None and value.tzinfo is None else value
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -107,8 +112,16 @@ class Case(Base):
     priority: Mapped[str] = mapped_column(String(20), default="routine", server_default="routine")
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    #: The reading center whose queue holds the case (the township's county at first).
+    route_site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id"))
+    #: To be claimed by then, or it moves up to the next center (set by priority).
+    deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    review_state: Mapped[str] = mapped_column(String(20), default="open", server_default="open")
+    #: The reader holding the case, until ``claim_until`` (a lease).
+    claimed_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    claim_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
-    site: Mapped[Site] = relationship()
+    site: Mapped[Site] = relationship(foreign_keys=[site_id])
     objects: Mapped[list["StoredObject"]] = relationship(back_populates="case", order_by="StoredObject.id")
 
 
@@ -272,3 +285,104 @@ class DeliveryAttempt(Base):
     status_code: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     duration_ms: Mapped[float] = mapped_column(Double)
+
+
+class User(Base):
+    """A person: clinic staff, a reader, an administrator. Readers hold an Ed25519 signing key
+    whose private half is kept encrypted under the server's secret."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str] = mapped_column(String(200))
+    password_hash: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(20))
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
+    #: Comma-separated case kinds a reader may read ("ecg,imaging").
+    qualified: Mapped[str] = mapped_column(String(40), default="")
+    active: Mapped[bool] = mapped_column(default=True)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    public_key: Mapped[str | None] = mapped_column(String(100))
+    private_key_enc: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class UserSession(Base):
+    """A login: the bearer token or page cookie, kept only as its SHA-256."""
+
+    __tablename__ = "user_sessions"
+
+    token_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    address: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class CaseRoute(Base):
+    """A center a case was routed to before its present one: it keeps seeing the case."""
+
+    __tablename__ = "case_routes"
+
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), primary_key=True, index=True)
+    reason: Mapped[str] = mapped_column(String(20))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Report(Base):
+    """One version of a case's report: a draft, or signed and then never changed again."""
+
+    __tablename__ = "reports"
+    __table_args__ = (UniqueConstraint("case_id", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(20), default="draft")
+    statements: Mapped[list[str]] = mapped_column(JSON)
+    conclusion: Mapped[str] = mapped_column(Text, default="")
+    measurements: Mapped[dict[str, Any]] = mapped_column(JSON)
+    author_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    replaces: Mapped[int | None] = mapped_column(Integer)
+    reason: Mapped[str | None] = mapped_column(Text)
+    signed_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    signed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    signature: Mapped[str | None] = mapped_column(String(200))
+    #: The signed content exactly as signed (canonical JSON), so it can be verified later.
+    signed_content: Mapped[str | None] = mapped_column(Text)
+    pdf_key: Mapped[str | None] = mapped_column(String(512))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class AuditEntry(Base):
+    """Append-only: each entry's hash covers its content and the previous entry's hash."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    user_id: Mapped[int | None] = mapped_column(Integer)
+    username: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(20))
+    action: Mapped[str] = mapped_column(String(30))
+    case_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON)
+    address: Mapped[str | None] = mapped_column(String(64))
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHead(Base):
+    """The one row that serialises appends: its update takes the lock (a row lock on
+    PostgreSQL, the write lock on SQLite) before the last hash is read."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_id: Mapped[int] = mapped_column(Integer)
+    last_hash: Mapped[str] = mapped_column(String(64))

@@ -14,10 +14,12 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from telediag.domain import Deadlines
 from telediag.store.database import make_engine, migrate
 from telediag.store.errors import DatabaseUnavailable, RowConflict
 from telediag.store.hotpath import IngestRows
 from telediag.store.notify import Listener, alarm_event_listener
+from telediag.store.review import AuditRepository, QueueRepository, ReportRepository, UserRepository
 from telediag.store.repositories import (AlarmRepository, CaseRepository, DeliveryRepository, DeviceRepository,
                                          JobRepository, QuarantineRepository, ResultRepository, SiteRepository)
 
@@ -33,10 +35,16 @@ class UnitOfWork:
     quarantine: QuarantineRepository
     alarms: AlarmRepository
     deliveries: DeliveryRepository
+    users: UserRepository
+    queue: QueueRepository
+    reports: ReportRepository
+    audit: AuditRepository
 
-    def __init__(self, session_factory: sessionmaker[Session], snapshot: bool = False) -> None:
+    def __init__(self, session_factory: sessionmaker[Session], snapshot: bool = False,
+                 deadlines: Deadlines = Deadlines()) -> None:
         self._factory = session_factory
         self._snapshot = snapshot
+        self._deadlines = deadlines
         self.session: Session
 
     def __enter__(self) -> Self:
@@ -46,9 +54,11 @@ class UnitOfWork:
             # the worker finished with a case it has not yet marked (PostgreSQL defaults to a
             # fresh snapshot per statement; SQLite has one writer and WAL snapshots anyway).
             s.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-        self.sites, self.devices, self.cases = SiteRepository(s), DeviceRepository(s), CaseRepository(s)
+        self.sites, self.devices, self.cases = SiteRepository(s), DeviceRepository(s), CaseRepository(s, self._deadlines)
         self.jobs, self.results, self.quarantine = JobRepository(s), ResultRepository(s), QuarantineRepository(s)
-        self.alarms, self.deliveries = AlarmRepository(s), DeliveryRepository(s)
+        self.alarms, self.deliveries = AlarmRepository(s, self._deadlines), DeliveryRepository(s)
+        self.users, self.queue = UserRepository(s), QueueRepository(s, self._deadlines)
+        self.reports, self.audit = ReportRepository(s), AuditRepository(s)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -68,10 +78,11 @@ class UnitOfWork:
 class Database:
     """The engine, a factory of units of work, and the C-STORE hot path's repository."""
 
-    def __init__(self, url: str, durable: bool = True) -> None:
+    def __init__(self, url: str, durable: bool = True, deadlines: Deadlines = Deadlines()) -> None:
         self.engine: Engine = make_engine(url, durable)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self.ingest_rows = IngestRows(self.engine)
+        self.deadlines = deadlines
+        self.ingest_rows = IngestRows(self.engine, deadlines)
 
     @property
     def dialect(self) -> str:
@@ -79,7 +90,7 @@ class Database:
 
     def uow(self, snapshot: bool = False) -> UnitOfWork:
         """A unit of work; ``snapshot=True`` makes all its reads consistent with each other."""
-        return UnitOfWork(self._sessions, snapshot)
+        return UnitOfWork(self._sessions, snapshot, self.deadlines)
 
     def alarm_event_listener(self) -> "Listener | None":
         """A LISTEN connection woken when alarm events commit, or None (SQLite: see ``notify``)."""

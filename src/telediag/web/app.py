@@ -5,13 +5,21 @@ from __future__ import annotations
 import threading
 import time
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from telediag import __version__
 from telediag.bootstrap import System
+from telediag.domain import (CaseNotVisible, ClaimConflict, InvalidReport, NetworkError, NotPermitted,
+                             ReportImmutable)
+from telediag.web.deps import LoginRateLimit
 from telediag.web.middleware import BodyLimitMiddleware
-from telediag.web.routes import alarms, cases, health, ingest
+from telediag.web.routes import admin, alarms, auth, health, ingest, pages, review
+
+#: What the use cases' refusals mean in HTTP (routes raise them through untouched).
+_REFUSALS: dict[type[Exception], int] = {NotPermitted: 403, CaseNotVisible: 404, ClaimConflict: 409,
+                                         ReportImmutable: 409, NetworkError: 422, InvalidReport: 422}
 
 
 def create_app(system: System) -> FastAPI:
@@ -20,14 +28,26 @@ def create_app(system: System) -> FastAPI:
     import swagger_ui_bundle
 
     app = FastAPI(title="telediag", version=__version__, docs_url=None, redoc_url=None,
-                  description="Ingest for township ECG carts and imaging devices; case status; "
-                              "critical-value alarms.")
+                  description="Ingest for township ECG carts and imaging devices; the readers' queue, "
+                              "reports and signatures; critical-value alarms; administration and audit.")
     app.state.system = system
-    for router in (health.router, ingest.router, cases.router, alarms.router):
+    app.state.login_limit = LoginRateLimit(system.settings.login_rate_per_minute)
+    for router in (health.router, auth.router, ingest.router, review.router, alarms.router, admin.router,
+                   pages.router):
         app.include_router(router)
+    for exc_type, status in _REFUSALS.items():
+        app.add_exception_handler(exc_type, _refusal(status))
     app.mount(health.DOCS_ASSETS, StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-assets")
+    app.mount(pages.STATIC_URL, pages.assets, name="static")
     app.add_middleware(BodyLimitMiddleware, limit=system.settings.max_upload_bytes)
     return app
+
+
+def _refusal(status: int):
+    async def handler(_request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    return handler
 
 
 class BackgroundServer:

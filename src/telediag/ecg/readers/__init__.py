@@ -32,14 +32,14 @@ from .wfdb import read_wfdb, read_wfdb_files
 __all__ = ["read_bytes", "read_recording", "detect_format", "read_wfdb", "read_wfdb_files",
            "read_dicom_waveform", "check_waveform_group", "normalise_lead_name", "SINGLE_FILE_FORMATS"]
 
-#: format -> (module, reader function); imported on first use, so a process that only
+#: format -> "module:reader function"; imported on first use, so a process that only
 #: ingests DICOM never loads the XML readers.
-_READERS: dict[str, tuple[str, str]] = {
-    "dicom": ("dicom", "read_dicom_waveform"),
-    "scp-ecg": ("scpecg", "read_scp_ecg"),
-    "hl7-aecg": ("aecg", "read_hl7_aecg"),
-    "ge-muse": ("muse", "read_ge_muse"),
-    "philips-xml": ("philips", "read_philips_xml"),
+_READERS: dict[str, str] = {
+    "dicom": "dicom:read_dicom_waveform",
+    "scp-ecg": "scpecg:read_scp_ecg",
+    "hl7-aecg": "aecg:read_hl7_aecg",
+    "ge-muse": "muse:read_ge_muse",
+    "philips-xml": "philips:read_philips_xml",
 }
 #: Formats one file holds whole (every format but WFDB).
 SINGLE_FILE_FORMATS: tuple[str, ...] = tuple(_READERS)
@@ -47,7 +47,7 @@ _XML_ROOTS = {"AnnotatedECG": "hl7-aecg", "RestingECG": "ge-muse", "restingecgda
 
 
 def _reader(fmt: str) -> Callable[[bytes], Recording]:
-    module, name = _READERS[fmt]
+    module, name = _READERS[fmt].split(":")
     return getattr(importlib.import_module(f"{__name__}.{module}"), name)
 
 

@@ -717,41 +717,37 @@ def _section7(body: bytes) -> dict[str, float]:
     return {k: v for k, v in out.items() if v is not None}
 
 
-def _statement_header(body: bytes, section: int) -> int:
-    """Sections 8 and 11 start with confirmation, date, time and the number of statements."""
+def _statements(body: bytes, section: int) -> list[bytes]:
+    """The statements of section 8 or 11. Both start with confirmation, date, time and the number
+    of statements (9 bytes), then each statement is a sequence number, a 2-byte length and that
+    many bytes; a statement cut off by the end of the section ends the list."""
     if len(body) < 9:
         raise _error("interpretation section is shorter than its 9-byte header", section)
-    return body[8]
-
-
-def _section8(body: bytes) -> list[str]:
-    """Free-text statements: sequence number, 2-byte length, null-terminated text."""
-    out, pos = [], 9
-    for _ in range(_statement_header(body, 8)):
+    out: list[bytes] = []
+    pos = 9
+    for _ in range(body[8]):
         if pos + 3 > len(body):
             break
         length = int.from_bytes(body[pos + 1:pos + 3], "little")
-        text = _text(body[pos + 3:pos + 3 + length])
-        if text:
-            out.append(text)
+        out.append(body[pos + 3:pos + 3 + length])
         pos += 3 + length
     return out
 
 
+def _section8(body: bytes) -> list[str]:
+    """Free-text statements: each one null-terminated text."""
+    return [text for text in map(_text, _statements(body, 8)) if text]
+
+
 def _section11(body: bytes) -> list[str]:
     """Universal statement codes: each statement's text fields (v2+: after a type byte; logic skipped)."""
-    out, pos = [], 9
-    for _ in range(_statement_header(body, 11)):
-        if pos + 3 > len(body):
-            break
-        length = int.from_bytes(body[pos + 1:pos + 3], "little")
-        field = body[pos + 3:pos + 3 + length]
+    out: list[str] = []
+    for field in _statements(body, 11):
         if field and field[0] in (1, 2, 3):  # 1 coded statement, 2 full text, 3 statement logic
             field = field[1:] if field[0] != 3 else b""
         words = [w for w in (_text(part) for part in field.split(b"\0")) if w]
         if words:
             out.append(" ".join(words))
-        pos += 3 + length
     return out
 
 

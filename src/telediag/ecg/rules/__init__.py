@@ -35,19 +35,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
 from ..rhythm import Episode, RhythmResult
 
-__all__ = ["Rule", "RuleSet", "Alarm", "RulesError", "ALARM_TYPES", "SEVERITIES", "BUILTIN", "load_rules",
-           "evaluate"]
+__all__ = ["Rule", "RuleSet", "Alarm", "RulesError", "Severity", "ALARM_TYPES", "SEVERITIES", "BUILTIN",
+           "load_rules", "evaluate"]
 
 ALARM_TYPES: tuple[str, ...] = ("asystole", "pause", "extreme_bradycardia", "extreme_tachycardia",
                                 "ventricular_tachycardia", "polymorphic_vt", "ventricular_fibrillation", "svt_rapid",
                                 "af_rapid", "af_preexcited", "av_block_3", "long_qtc_r_on_t", "stemi", "hyperkalaemia")
-SEVERITIES: tuple[str, ...] = ("critical", "urgent", "info")
+#: How urgent an alarm is; each rule names one, and its alarms carry it.
+Severity = Literal["critical", "urgent", "info"]
+SEVERITIES: tuple[Severity, ...] = get_args(Severity)
 BUILTIN: tuple[str, ...] = ("resting", "holter", "monitoring")
 
 # Parameters each alarm type accepts (name -> type); a rule must give at least one of the
@@ -96,7 +98,7 @@ class RulesError(ValueError):
 @dataclass(frozen=True)
 class Rule:
     type: str
-    severity: str
+    severity: Severity
     source: str
     params: Mapping[str, Any]
 
@@ -105,24 +107,9 @@ class Rule:
 class RuleSet:
     name: str
     version: str
-    description: str
     rules: tuple[Rule, ...]
-
-
-@dataclass(frozen=True)
-class Alarm:
-    type: str
-    severity: str
-    start_s: float
-    end_s: float
-    text: str
-    text_zh: str
-    evidence: Mapping[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"type": self.type, "severity": self.severity, "start_s": round(self.start_s, 3),
-                "end_s": round(self.end_s, 3), "text": self.text, "text_zh": self.text_zh,
-                "evidence": dict(self.evidence)}
+    #: A rules file may leave its description out.
+    description: str = ""
 
 
 # --------------------------------------------------------------------------
@@ -191,12 +178,31 @@ def _validate(doc: Mapping[str, Any], origin: str) -> RuleSet:
             alts = " or ".join("(" + ", ".join(alt) + ")" for alt in _REQUIRED[typ])
             raise RulesError(f"{where}: needs parameters {alts}")
         rules.append(Rule(typ, sev, src, params))
-    return RuleSet(str(doc["name"]), str(doc["version"]), str(doc.get("description", "")), tuple(rules))
+    return RuleSet(str(doc["name"]), str(doc["version"]), tuple(rules), str(doc.get("description", "")))
 
 
 # --------------------------------------------------------------------------
 # Evaluation
 # --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Alarm:
+    """What a rule raised: its type and severity, the span it covers, its English and Chinese
+    texts, and the evidence (measured values, thresholds, rule set and source)."""
+
+    type: str
+    severity: Severity
+    start_s: float
+    end_s: float
+    text: str
+    text_zh: str
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "severity": self.severity, "start_s": round(self.start_s, 3),
+                "end_s": round(self.end_s, 3), "text": self.text, "text_zh": self.text_zh,
+                "evidence": dict(self.evidence)}
+
 
 def _r1(x: float) -> float:
     return round(float(x), 1)
@@ -481,25 +487,36 @@ _DETECTORS = {
 
 #: English and Chinese alarm texts, formatted with the alarm's evidence (``rate`` is its rate).
 _TEXTS: dict[str, tuple[str, str]] = {
-    "asystole": ("Asystole: no QRS for {duration_s:.1f} s", "心脏停搏：{duration_s:.1f} 秒无QRS波"),
-    "pauses": ("{pauses} pauses >= 3 s", "长RR间期（≥3秒）{pauses}次"),
-    "pause": ("Pause: RR {rr_s:.2f} s", "长RR间期 {rr_s:.2f} 秒"),
-    "extreme_bradycardia": ("Extreme bradycardia: {rate:.0f} /min", "极度心动过缓：心室率 {rate:.0f} 次/分"),
-    "extreme_tachycardia": ("Extreme tachycardia: {rate:.0f} /min", "极度心动过速：心率 {rate:.0f} 次/分"),
+    "asystole": ("Asystole: no QRS for {duration_s:.1f} s",
+                 "心脏停搏：{duration_s:.1f} 秒无QRS波"),
+    "pauses": ("{pauses} pauses >= 3 s",
+               "长RR间期（≥3秒）{pauses}次"),
+    "pause": ("Pause: RR {rr_s:.2f} s",
+              "长RR间期 {rr_s:.2f} 秒"),
+    "extreme_bradycardia": ("Extreme bradycardia: {rate:.0f} /min",
+                            "极度心动过缓：心室率 {rate:.0f} 次/分"),
+    "extreme_tachycardia": ("Extreme tachycardia: {rate:.0f} /min",
+                            "极度心动过速：心率 {rate:.0f} 次/分"),
     "ventricular_tachycardia": ("Ventricular tachycardia: {beats} beats at {rate:.0f} /min",
                                 "室性心动过速：{beats} 个心搏，{rate:.0f} 次/分"),
     "polymorphic_vt": ("Polymorphic VT / torsades suspected: {rate:.0f} /min",
                        "疑似多形性室速/尖端扭转型室速：{rate:.0f} 次/分"),
     "ventricular_fibrillation": ("Ventricular flutter/fibrillation for {duration_s:.1f} s",
                                  "心室扑动/颤动 {duration_s:.1f} 秒"),
-    "svt_rapid": ("SVT with ventricular rate {rate:.0f} /min", "室上性心动过速，心室率 {rate:.0f} 次/分"),
-    "af_rapid": ("AF/flutter with ventricular rate {rate:.0f} /min", "心房颤动/扑动，心室率 {rate:.0f} 次/分"),
+    "svt_rapid": ("SVT with ventricular rate {rate:.0f} /min",
+                  "室上性心动过速，心室率 {rate:.0f} 次/分"),
+    "af_rapid": ("AF/flutter with ventricular rate {rate:.0f} /min",
+                 "心房颤动/扑动，心室率 {rate:.0f} 次/分"),
     "af_preexcited": ("Pre-excited AF suspected: shortest RR {shortest_rr_ms:.0f} ms",
                       "疑似心房颤动伴心室预激：最短RR {shortest_rr_ms:.0f} 毫秒"),
-    "av_block_3": ("Third-degree AV block", "三度房室传导阻滞"),
-    "long_qtc_r_on_t": ("QTc {qtc_ms:.0f} ms with R-on-T PVC", "QTc {qtc_ms:.0f} 毫秒伴R on T室性早搏"),
-    "long_qtc_vt": ("QTc {qtc_ms:.0f} ms with VT", "QTc {qtc_ms:.0f} 毫秒伴室性心动过速"),
-    "stemi": ("ST elevation in {lead_list}: acute MI pattern", "{lead_list} 导联ST段抬高：急性心肌梗死图形"),
+    "av_block_3": ("Third-degree AV block",
+                   "三度房室传导阻滞"),
+    "long_qtc_r_on_t": ("QTc {qtc_ms:.0f} ms with R-on-T PVC",
+                        "QTc {qtc_ms:.0f} 毫秒伴R on T室性早搏"),
+    "long_qtc_vt": ("QTc {qtc_ms:.0f} ms with VT",
+                    "QTc {qtc_ms:.0f} 毫秒伴室性心动过速"),
+    "stemi": ("ST elevation in {lead_list}: acute MI pattern",
+              "{lead_list} 导联ST段抬高：急性心肌梗死图形"),
     "hyperkalaemia": ("Severe hyperkalaemia pattern (peaked T, wide QRS, no P)",
                       "严重高钾血症图形（T波高尖、QRS增宽、P波消失）"),
 }

@@ -1,0 +1,433 @@
+"""The readers' working day as use cases: queue, claim, read, report, sign, amend, audit.
+
+Every method takes the caller (a :class:`~telediag.domain.Principal`) and the address the
+request came from, checks what the caller's role and site allow, does its work in one unit
+of work and writes the audit entry in that same transaction, so no action happens without
+its trace and no trace is left of an action that did not happen.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+from telediag.analysis import load_recording
+from telediag.domain import (AuditBreak, CaseNotVisible, InvalidReport, CaseRef, ClaimConflict, NotPermitted, Principal,
+                             ReportImmutable, ReportState, ReportVersion, ReviewState, Role, SiteLevel, audit_hash,
+                             canonical_json, report_content, report_digest)
+from telediag.ecg import MEASUREMENT_KEYS, Recording
+from telediag.network import KeyVault
+from telediag.review import statements as catalogue
+from telediag.store import Database, ObjectStore
+from telediag.store.review import CaseScope
+
+log = logging.getLogger(__name__)
+
+#: Decoded recordings kept per process for the viewer (a 24-hour 3-lead Holter is ~500 MB as float64).
+_DECODED_KEPT = 4
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class ReviewService:
+    """The review stage's use cases over the database, the object store and the readers' keys."""
+
+    db: Database
+    store: ObjectStore
+    vault: KeyVault
+    claim_lease_s: float = 900.0
+    _decoded: OrderedDict[int, Recording] = field(default_factory=OrderedDict, init=False, repr=False)
+    _cache_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    # -- who sees what -------------------------------------------------------------------------
+    @staticmethod
+    def scope(p: Principal) -> CaseScope:
+        """A township's people and devices see their site's cases; a county's readers and
+        administrators the cases routed to it now or before; the prefecture, for quality
+        control, the whole network."""
+        if not p.is_user or p.role is Role.CLINIC:
+            return CaseScope(own_site=p.site_id)
+        if p.site_level == SiteLevel.PREFECTURE.value:
+            return CaseScope()
+        return CaseScope(center=p.site_id)
+
+    def _visible(self, p: Principal, ref: CaseRef | None, case_id: int) -> CaseRef:
+        if ref is not None:
+            s = self.scope(p)
+            if s.own_site is not None:
+                ok = ref.site_id == s.own_site
+            elif s.center is not None:
+                ok = ref.route_site_id == s.center or s.center in ref.earlier_routes
+            else:
+                ok = True
+            if ok:
+                return ref
+        raise CaseNotVisible(f"no case {case_id} for this caller")
+
+    @staticmethod
+    def _audit(uow, p: Principal, action: str, address: str | None, case_id: int | None = None,
+               **detail: Any) -> None:
+        uow.audit.append(username=p.username if p.is_user else f"device:{p.username}",
+                         role=p.role.value if p.role else "device", user_id=p.user_id, action=action,
+                         case_id=case_id, detail=detail, address=address)
+
+    @staticmethod
+    def _reader(p: Principal, kind: str | None = None) -> None:
+        if not p.is_user or p.role is not Role.READER:
+            raise NotPermitted("only readers read cases")
+        if kind is not None and kind not in p.qualified:
+            raise NotPermitted(f"not qualified to read {kind} cases")
+
+    # -- lists -----------------------------------------------------------------------------------
+    def queue(self, p: Principal, limit: int = 200) -> dict[str, Any]:
+        """The reader's center's open cases in reading order (severity, deadline, arrival), of
+        the kinds the reader is qualified for."""
+        self._reader(p)
+        with self.db.uow() as uow:
+            items, total = uow.queue.items(CaseScope(center=p.site_id), open_only=True, routed_to=p.site_id,
+                                           kinds=p.qualified, limit=limit)
+        return {"items": items, "total": total}
+
+    def cases(self, p: Principal, limit: int = 100, open_only: bool = False) -> dict[str, Any]:
+        """What the caller may see, newest first (the clinic page, quality control)."""
+        with self.db.uow() as uow:
+            items, total = uow.queue.items(self.scope(p), open_only=open_only, limit=limit)
+        return {"items": items, "total": total}
+
+    # -- one case ----------------------------------------------------------------------------------
+    def case(self, p: Principal, case_id: int, address: str | None = None) -> dict[str, Any]:
+        """The case with its objects and analyses, alarms, review state, latest report and the
+        patient's earlier cases; the view is audited."""
+        with self.db.uow() as uow:
+            ref = self._visible(p, uow.queue.ref(case_id), case_id)
+            view = uow.cases.view(case_id)
+            items, _ = uow.queue.items(CaseScope(own_site=ref.site_id), open_only=False, limit=1,
+                                       case_ids=(case_id,))
+            report = uow.reports.latest(case_id)
+            previous = uow.queue.previous(case_id, ref.patient_id) if ref.patient_id else []
+            self._audit(uow, p, "view", address, case_id)
+            uow.commit()
+        item = items[0]
+        view.update({k: item[k] for k in ("site_name", "patient", "alarms")})
+        view["review"] = {k: item[k] for k in ("routed_to", "routed_to_name", "review_state", "claimed_by",
+                                               "claim_until", "deadline_at")}
+        view["report"] = report.as_json() if report else None
+        view["previous"] = previous
+        return view
+
+    def _recording(self, p: Principal, case_id: int, object_id: int) -> tuple[Recording, dict[str, Any]]:
+        """The decoded ECG of one of the case's objects and its analysis; the last few decoded
+        recordings are kept, so paging through a Holter decodes it once."""
+        with self.db.uow() as uow:
+            self._visible(p, uow.queue.ref(case_id), case_id)
+            found = uow.queue.object_ref(case_id, object_id)
+            result = uow.results.for_object(object_id) if found else None
+        if found is None:
+            raise CaseNotVisible(f"case {case_id} has no object {object_id}")
+        with self._cache_lock:
+            rec = self._decoded.get(object_id)
+        if rec is None:
+            rec = load_recording(self.store, *found)
+            with self._cache_lock:
+                self._decoded[object_id] = rec
+                while len(self._decoded) > _DECODED_KEPT:
+                    self._decoded.popitem(last=False)
+        return rec, result or {}
+
+    def waveform(self, p: Principal, case_id: int, object_id: int, start_s: float = 0.0,
+                 seconds: float = 10.0) -> dict[str, Any]:
+        """One window of the ECG for the viewer, with the beats, rhythm episodes and alarms in it."""
+        rec, result = self._recording(p, case_id, object_id)
+        seconds = min(max(seconds, 0.5), 60.0)
+        start_s = min(max(start_s, 0.0), max(rec.duration_s - seconds, 0.0))
+        a, b = int(start_s * rec.fs), min(int((start_s + seconds) * rec.fs), rec.n_samples)
+        window = np.round(rec.signals[a:b], 4)
+        qrs, labels = result.get("qrs") or [], result.get("beats") or []
+        beats = [{"t": round(q / rec.fs, 4), "label": labels[i] if i < len(labels) else "Q"}
+                 for i, q in enumerate(qrs) if a <= q < b]
+        end_s = b / rec.fs
+
+        def overlapping(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            return [i for i in items if float(i.get("start_s") or 0) < end_s and float(i.get("end_s") or 0) >= start_s]
+
+        return {"fs": rec.fs, "leads": list(rec.leads), "start_s": a / rec.fs, "seconds": (b - a) / rec.fs,
+                "duration_s": rec.duration_s, "units": "mV",
+                "signals": {lead: window[:, i].tolist() for i, lead in enumerate(rec.leads)}, "beats": beats,
+                "episodes": [{"label": e["label"], "start_s": e["start_s"], "end_s": e["end_s"]}
+                             for e in overlapping(result.get("rhythm") or [])],
+                "alarms": [{"type": x["type"], "severity": x["severity"], "start_s": x["start_s"], "end_s": x["end_s"]}
+                           for x in overlapping(result.get("alarms") or [])]}
+
+    def overview(self, p: Principal, case_id: int, object_id: int, points: int = 1000,
+                 lead: str | None = None) -> dict[str, Any]:
+        """An envelope (min and max per bin) of one lead over the whole recording: the overview
+        strip a long recording is paged from."""
+        rec, _ = self._recording(p, case_id, object_id)
+        index = rec.leads.index(lead) if lead in rec.leads else (rec.leads.index("II") if "II" in rec.leads else 0)
+        x = rec.signals[:, index]
+        bins = max(1, min(int(points), 5000, x.size))
+        edges = np.linspace(0, x.size, bins + 1).astype(int)
+        lo = np.minimum.reduceat(x, edges[:-1])
+        hi = np.maximum.reduceat(x, edges[:-1])
+        return {"duration_s": rec.duration_s, "lead": rec.leads[index], "min": np.round(lo, 3).tolist(),
+                "max": np.round(hi, 3).tolist()}
+
+    # -- claims --------------------------------------------------------------------------------------
+    def claim(self, p: Principal, case_id: int, address: str | None = None) -> dict[str, Any]:
+        """Take the case (a lease); a reader holds one case at a time."""
+        now = _now()
+        with self.db.uow() as uow:
+            ref = self._visible(p, uow.queue.ref(case_id), case_id)
+            self._reader(p, ref.kind)
+            if ref.route_site_id != p.site_id:
+                raise NotPermitted(f"case {case_id} is in another center's queue")
+            if not uow.queue.claim(case_id, p.user_id, p.site_id, self.claim_lease_s, now):
+                holder = uow.queue.items(CaseScope(), open_only=False, limit=1, case_ids=(case_id,))[0][0]
+                raise ClaimConflict(f"case {case_id} is claimed by {holder['claimed_by'] or 'another reader'}")
+            self._audit(uow, p, "claim", address, case_id)
+            uow.commit()
+            until = uow.queue.ref(case_id).claim_until
+        return {"case_id": case_id, "claimed_by": p.username, "claim_until": until.isoformat() if until else None}
+
+    def release(self, p: Principal, case_id: int, address: str | None = None) -> dict[str, Any]:
+        with self.db.uow() as uow:
+            self._visible(p, uow.queue.ref(case_id), case_id)
+            self._reader(p)
+            if not uow.queue.release(case_id, p.user_id):
+                raise ClaimConflict(f"you do not hold case {case_id}")
+            self._audit(uow, p, "release", address, case_id)
+            uow.commit()
+        return {"case_id": case_id, "claimed_by": None}
+
+    def _held(self, uow, p: Principal, case_id: int) -> CaseRef:
+        ref = self._visible(p, uow.queue.ref(case_id), case_id)
+        self._reader(p, ref.kind)
+        if not uow.queue.holds(case_id, p.user_id, _now()):
+            raise ClaimConflict(f"claim case {case_id} first (it is not held by you)")
+        return ref
+
+    def consult(self, p: Principal, case_id: int, address: str | None = None) -> dict[str, Any]:
+        """Ask the center above for a consultation: the case moves to its queue."""
+        with self.db.uow() as uow:
+            ref = self._held(uow, p, case_id)
+            to = uow.queue.route_up(case_id, ref.route_site_id, "consult", _now())
+            if to is None:
+                raise NotPermitted("there is no center above this one")
+            self._audit(uow, p, "consult", address, case_id, routed_to=to)
+            uow.commit()
+            name = uow.sites.name(to)
+        return {"case_id": case_id, "routed_to": to, "routed_to_name": name}
+
+    def escalate_overdue(self) -> list[int]:
+        """Move every case whose deadline passed unclaimed up one center (the review sweeper);
+        the conditional update makes concurrent sweepers take each case once."""
+        moved = []
+        with self.db.uow() as uow:
+            for case_id, site_id in uow.queue.overdue(_now()):
+                to = uow.queue.route_up(case_id, site_id, "deadline", _now(), only_if_overdue=True)
+                if to is not None:
+                    uow.audit.append(username="system", role="system", action="escalate", case_id=case_id,
+                                     detail={"from": site_id, "to": to, "reason": "deadline"})
+                    moved.append(case_id)
+            uow.commit()
+        if moved:
+            log.info("moved %d overdue case(s) up to the next center", len(moved))
+        return moved
+
+    # -- reports -------------------------------------------------------------------------------------
+    def report(self, p: Principal, case_id: int) -> dict[str, Any]:
+        """The latest version, or (before any) a proposal pre-filled from the automated analysis."""
+        reads = p.is_user and p.role is not Role.CLINIC
+        with self.db.uow() as uow:
+            self._visible(p, uow.queue.ref(case_id), case_id)
+            latest = uow.reports.latest(case_id, signed_only=not reads)
+            if latest is not None:
+                return latest.as_json()
+            if not reads:
+                raise CaseNotVisible(f"case {case_id} has no signed report yet")
+            result = uow.queue.first_analysis(case_id)
+        return {"version": 0, "state": "proposed", "statements": catalogue.propose(result or {}),
+                "conclusion": "", "measurements": _measurements(result), "author": None, "replaces": None,
+                "reason": None, "signed_by": None, "signed_at": None, "sha256": None, "signature": None}
+
+    def save_draft(self, p: Principal, case_id: int, statements: list[str], conclusion: str,
+                   measurements: dict[str, Any] | None = None, address: str | None = None) -> dict[str, Any]:
+        _check_statements(statements)
+        with self.db.uow() as uow:
+            self._held(uow, p, case_id)
+            if measurements is None:
+                measurements = _measurements(uow.queue.first_analysis(case_id))
+            draft = uow.reports.save_draft(case_id, p.user_id, statements, conclusion, measurements)
+            uow.queue.renew(case_id, p.user_id, self.claim_lease_s, _now())
+            self._audit(uow, p, "edit", address, case_id, version=draft.version, statements=list(statements))
+            uow.commit()
+        return draft.as_json()
+
+    def sign(self, p: Principal, case_id: int, address: str | None = None) -> dict[str, Any]:
+        """Seal the draft with the reader's key; the case is reported and its claim ends."""
+        with self.db.uow() as uow:
+            ref = self._held(uow, p, case_id)
+            draft = uow.reports.latest(case_id)
+            if draft is None:
+                raise ReportImmutable("no draft to sign: save one first")
+            if draft.state is ReportState.SIGNED:
+                raise ReportImmutable(f"version {draft.version} is already signed; amend it instead")
+            signed = self._seal(uow, p, ref, draft)
+            self._audit(uow, p, "sign", address, case_id, version=draft.version, sha256=signed["sha256"])
+            uow.commit()
+        self.render_pdf(case_id, draft.version)
+        return signed
+
+    def amend(self, p: Principal, case_id: int, statements: list[str], conclusion: str, reason: str,
+              measurements: dict[str, Any] | None = None, address: str | None = None) -> dict[str, Any]:
+        """A signed correction: a new version pointing at the one it replaces."""
+        _check_statements(statements)
+        if not reason.strip():
+            raise InvalidReport("an amendment needs a reason")
+        with self.db.uow() as uow:
+            ref = self._held(uow, p, case_id)
+            last = uow.reports.latest(case_id)
+            if last is None or last.state is not ReportState.SIGNED:
+                raise ReportImmutable("nothing signed to amend: sign the draft instead")
+            draft = uow.reports.add_amendment(case_id, p.user_id, last.version, statements, conclusion,
+                                              measurements if measurements is not None else last.measurements,
+                                              reason.strip())
+            signed = self._seal(uow, p, ref, draft)
+            self._audit(uow, p, "amend", address, case_id, version=draft.version, replaces=last.version,
+                        sha256=signed["sha256"])
+            uow.commit()
+        self.render_pdf(case_id, draft.version)
+        return signed
+
+    def _seal(self, uow, p: Principal, ref: CaseRef, draft: ReportVersion) -> dict[str, Any]:
+        at = _now().replace(microsecond=0)
+        content = report_content(case_id=ref.id, version=draft.version, replaces=draft.replaces, site_id=ref.site_id,
+                                 patient_key=ref.patient_key, statements=list(draft.statements),
+                                 conclusion=draft.conclusion, measurements=draft.measurements, signed_by=p.username,
+                                 signed_at=at)
+        digest = report_digest(content)
+        public, sealed = uow.users.keys(p.user_id)
+        if sealed is None:
+            raise NotPermitted("this reader has no signing key")
+        signature = self.vault.sign(sealed, digest)
+        if not uow.reports.sign(draft.id, p.user_id, at, digest.hex(), signature, canonical_json(content).decode()):
+            raise ReportImmutable(f"version {draft.version} was signed meanwhile")
+        uow.queue.mark_reported(ref.id)
+        return {"version": draft.version, "sha256": digest.hex(), "signature": signature, "signed_by": p.username,
+                "signed_at": content["signed_at"], "algorithm": "ed25519", "public_key": public}
+
+    # -- the PDF ---------------------------------------------------------------------------------------
+    def render_pdf(self, case_id: int, version: int) -> str | None:
+        """Render a signed version to PDF and keep it in the object store (its key), or None
+        when rendering failed (logged; the download renders again)."""
+        from telediag.review.pdf import render_report_pdf
+
+        try:
+            with self.db.uow() as uow:
+                doc, found = uow.queue.report_document(case_id, version)
+            recording = load_recording(self.store, *found) if found else None
+            data = render_report_pdf(_document(doc), recording)
+            key = f"reports/{case_id}/v{version}.pdf"
+            self.store.put(key, data, "application/pdf")
+            with self.db.uow() as uow:
+                uow.reports.set_pdf(doc["report_id"], key)
+                uow.commit()
+            return key
+        except Exception:
+            log.exception("could not render the PDF of case %s version %s", case_id, version)
+            return None
+
+    def report_pdf(self, p: Principal, case_id: int, address: str | None = None) -> bytes:
+        """The latest signed version's PDF (rendered now if it was not yet); the download is audited."""
+        with self.db.uow() as uow:
+            self._visible(p, uow.queue.ref(case_id), case_id)
+            signed = uow.reports.latest(case_id, signed_only=True)
+            if signed is None:
+                raise CaseNotVisible(f"case {case_id} has no signed report")
+            self._audit(uow, p, "download", address, case_id, version=signed.version)
+            uow.commit()
+        key = signed.pdf_key or self.render_pdf(case_id, signed.version)
+        if key is None:
+            raise RuntimeError("the report PDF could not be rendered")
+        return self.store.get(key)
+
+    # -- audit ----------------------------------------------------------------------------------------
+    def managed_sites(self, p: Principal) -> set[int] | None:
+        """The sites an administrator manages: the network's all (None), a center's its subtree."""
+        if not p.is_user or not p.role.is_admin:
+            raise NotPermitted("administrators only")
+        if p.role is Role.NETWORK_ADMIN:
+            return None
+        with self.db.uow() as uow:
+            return uow.sites.subtree(p.site_id)
+
+    def record_admin(self, p: Principal, action: str, address: str | None, **detail: Any) -> None:
+        """Put an administrator's change (a user, a device, a key) in the trail."""
+        with self.db.uow() as uow:
+            self._audit(uow, p, action, address, **detail)
+            uow.commit()
+
+    def audit_entries(self, p: Principal, case_id: int | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        """Administrators read the trail: a center's of the cases routed to it, the network's all."""
+        if not p.is_user or not p.role.is_admin:
+            raise NotPermitted("only administrators read the audit trail")
+        with self.db.uow() as uow:
+            if p.role is Role.CENTER_ADMIN and p.site_level != SiteLevel.PREFECTURE.value:
+                if case_id is None:
+                    raise NotPermitted("a center's administrator reads the trail one case at a time (case_id)")
+                self._visible(p, uow.queue.ref(case_id), case_id)
+            return uow.audit.entries(case_id, limit)
+
+
+def verify_audit(db: Database) -> AuditBreak | None:
+    """Recompute the chain; the first entry whose link or hash does not hold, or None."""
+    from telediag.domain import AUDIT_GENESIS
+
+    prev, expected_id = AUDIT_GENESIS, 1
+    with db.uow() as uow:
+        for content, prev_hash, stored in uow.audit.chain():
+            if content["id"] != expected_id:
+                return AuditBreak(expected_id, f"entry {expected_id} is missing")
+            if prev_hash != prev:
+                return AuditBreak(content["id"], "its link to the previous entry does not match")
+            if audit_hash(prev, content) != stored:
+                return AuditBreak(content["id"], "its content does not match its hash")
+            prev, expected_id = stored, expected_id + 1
+        last_id, last_hash = uow.audit.head()
+    if last_id != expected_id - 1 or last_hash != prev:
+        return AuditBreak(expected_id, "entries after this one were removed")
+    return None
+
+
+def _check_statements(codes: list[str]) -> None:
+    unknown = catalogue.unknown_codes(codes)
+    if unknown:
+        raise InvalidReport(f"unknown statement code(s): {', '.join(unknown)}")
+
+
+#: Measurement keys a report carries, from the analysis result.
+_REPORT_MEASUREMENTS = ("heart_rate_bpm",) + tuple(k for k in MEASUREMENT_KEYS if k != "heart_rate_bpm")
+
+
+def _measurements(result: dict[str, Any] | None) -> dict[str, Any]:
+    """The automated measurements a report starts from (rate for every ECG, intervals for 12-lead)."""
+    if not result:
+        return {}
+    ours = dict(result.get("measurements") or {})
+    values = {"heart_rate_bpm": result.get("heart_rate_bpm"), **ours}
+    return {k: values[k] for k in _REPORT_MEASUREMENTS if values.get(k) is not None}
+
+
+def _document(doc: dict[str, Any]):
+    from telediag.review.pdf import ReportDocument
+
+    return ReportDocument(**{**doc["document"], "statements": tuple(catalogue.statement(c)
+                                                                   for c in doc["document"]["statements"])})

@@ -1,0 +1,121 @@
+"""The readers' queue, cases, the viewer's data, reports and their signatures.
+
+Routes translate HTTP into :class:`~telediag.review.ReviewService` calls; what a caller may
+do is decided there, and its refusals become 403/404/409/422 in ``web.app``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from telediag.review import statements as catalogue
+from telediag.web.deps import AddressDep, PrincipalDep, SystemDep, UserDep
+
+router = APIRouter(prefix="/api/v1", tags=["review"])
+
+
+class ReportBody(BaseModel):
+    statements: list[str] = Field(default_factory=list, description="statement codes (GET /api/v1/statements)")
+    conclusion: str = Field("", max_length=20000)
+    measurements: dict[str, float | None] | None = None
+
+
+class AmendBody(ReportBody):
+    reason: str = Field(..., min_length=1, max_length=2000)
+
+
+@router.get("/queue")
+def queue(system: SystemDep, user: UserDep, limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> dict[str, Any]:
+    """The caller's center's open cases, most urgent first (severity, deadline, arrival)."""
+    return system.review.queue(user, limit)
+
+
+@router.get("/cases")
+def cases(system: SystemDep, caller: PrincipalDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+          open_only: bool = False) -> dict[str, Any]:
+    """The cases the caller may see, newest first."""
+    return system.review.cases(caller, limit, open_only)
+
+
+@router.get("/cases/{case_id}")
+def case(case_id: int, system: SystemDep, caller: PrincipalDep, address: AddressDep) -> dict[str, Any]:
+    """A case with its objects, analyses, alarms, review state, latest report and the patient's earlier cases."""
+    return system.review.case(caller, case_id, address)
+
+
+@router.post("/cases/{case_id}/claim")
+def claim(case_id: int, system: SystemDep, user: UserDep, address: AddressDep) -> dict[str, Any]:
+    return system.review.claim(user, case_id, address)
+
+
+@router.post("/cases/{case_id}/release")
+def release(case_id: int, system: SystemDep, user: UserDep, address: AddressDep) -> dict[str, Any]:
+    return system.review.release(user, case_id, address)
+
+
+@router.post("/cases/{case_id}/consult")
+def consult(case_id: int, system: SystemDep, user: UserDep, address: AddressDep) -> dict[str, Any]:
+    """Send the case to the center above for a consultation."""
+    return system.review.consult(user, case_id, address)
+
+
+@router.get("/cases/{case_id}/objects/{object_id}/waveform")
+async def waveform(case_id: int, object_id: int, system: SystemDep, caller: PrincipalDep,
+                   start: Annotated[float, Query(ge=0)] = 0.0,
+                   seconds: Annotated[float, Query(gt=0, le=60)] = 10.0) -> dict[str, Any]:
+    """One window of an ECG in mV, with its beats, rhythm episodes and alarms."""
+    return await run_in_threadpool(system.review.waveform, caller, case_id, object_id, start, seconds)
+
+
+@router.get("/cases/{case_id}/objects/{object_id}/overview")
+async def overview(case_id: int, object_id: int, system: SystemDep, caller: PrincipalDep,
+                   points: Annotated[int, Query(ge=10, le=5000)] = 1000, lead: str | None = None) -> dict[str, Any]:
+    """Min/max envelope of one lead over the whole recording (a long recording's overview strip)."""
+    return await run_in_threadpool(system.review.overview, caller, case_id, object_id, points, lead)
+
+
+@router.get("/statements")
+def statements() -> dict[str, Any]:
+    """The coded diagnostic statements, in English and Chinese."""
+    return {"statements": [{"code": s.code, "category": s.category, "en": s.en, "zh": s.zh}
+                           for s in catalogue.STATEMENTS]}
+
+
+@router.get("/cases/{case_id}/report")
+def report(case_id: int, system: SystemDep, caller: PrincipalDep) -> dict[str, Any]:
+    """The latest version (clinics and devices: the latest signed one); before any draft, a
+    proposal from the automated analysis (``version`` 0)."""
+    return system.review.report(caller, case_id)
+
+
+@router.put("/cases/{case_id}/report")
+def save_draft(case_id: int, body: ReportBody, system: SystemDep, user: UserDep,
+               address: AddressDep) -> dict[str, Any]:
+    """Save the draft (the reader holding the claim only; 409 once signed)."""
+    return system.review.save_draft(user, case_id, body.statements, body.conclusion, body.measurements, address)
+
+
+@router.post("/cases/{case_id}/report/sign")
+async def sign(case_id: int, system: SystemDep, user: UserDep, address: AddressDep) -> dict[str, Any]:
+    """Sign the draft with the reader's Ed25519 key; the report becomes immutable and its PDF is made."""
+    return await run_in_threadpool(system.review.sign, user, case_id, address)
+
+
+@router.post("/cases/{case_id}/report/amend")
+async def amend(case_id: int, body: AmendBody, system: SystemDep, user: UserDep,
+                address: AddressDep) -> dict[str, Any]:
+    """A signed correction: a new version that replaces the last one."""
+    return await run_in_threadpool(system.review.amend, user, case_id, body.statements, body.conclusion,
+                                   body.reason, body.measurements, address)
+
+
+@router.get("/cases/{case_id}/report.pdf")
+async def report_pdf(case_id: int, system: SystemDep, caller: PrincipalDep, address: AddressDep) -> Response:
+    """The latest signed version as PDF."""
+    data = await run_in_threadpool(system.review.report_pdf, caller, case_id, address)
+    return Response(data, media_type="application/pdf",
+                    headers={"Content-Disposition": f'attachment; filename="telediag-case-{case_id}-report.pdf"'})
