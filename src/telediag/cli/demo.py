@@ -1,15 +1,17 @@
 """``telediag demo``: play a township ECG cart sending ``sample_data/`` and show what happened.
 
 It registers a small demo network if absent (prefecture -> county -> township, one
-cart), then sends every DICOM sample with C-STORE, every cart export (SCP-ECG, HL7 aECG,
+cart, one person per role with a generated password kept in the data directory), then sends every DICOM sample with C-STORE, every cart export (SCP-ECG, HL7 aECG,
 Philips XML) and every WFDB record over HTTP,
 exactly as a device would, and prints each object's fate and its analysis. If a
 ``telediag up`` is already serving this data directory's ports it talks to that;
-otherwise it starts the embedded system itself for the length of the demo.
+otherwise it starts the embedded system itself and keeps serving it afterwards (until
+Ctrl-C; ``--no-serve`` stops at the end), so the printed logins work at once.
 """
 
 from __future__ import annotations
 
+import secrets
 import socket
 import time
 from contextlib import ExitStack
@@ -22,12 +24,36 @@ from pynetdicom.sop_class import Verification
 from telediag.bootstrap import System
 from telediag.config import Settings
 from telediag.ecg.summary import describe_analysis
-from telediag.network import add_device, add_site, list_devices, list_sites
+from telediag.network import add_device, add_site, add_user, list_devices, list_sites, list_users
 
 DEMO_AE = "DEMOCART"
 DEMO_SITES = (("Demo Prefecture Center", "prefecture", None), ("Demo County Sub-center", "county",
               "Demo Prefecture Center"), ("Demo Township Clinic", "township", "Demo County Sub-center"))
 _KEY_FILE = "demo-device.key"
+_LOGINS_FILE = "demo-logins.txt"
+#: username -> (role, site, qualified): one person per role.
+DEMO_USERS = {"demo-reader": ("reader", DEMO_SITES[1][0], ("ecg", "imaging")),
+              "demo-clinic": ("clinic", DEMO_SITES[2][0], ()),
+              "demo-center-admin": ("center_admin", DEMO_SITES[1][0], ()),
+              "demo-admin": ("network_admin", DEMO_SITES[0][0], ())}
+
+
+def _ensure_users(system: System) -> dict[str, str]:
+    """The demo people and their passwords (generated once, kept readable by the owner only)."""
+    path = system.settings.data_dir / _LOGINS_FILE
+    logins = dict(line.split("\t", 1) for line in path.read_text().splitlines()) if path.is_file() else {}
+    have = {u.username for u in list_users(system.db)}
+    for username, (role, site, qualified) in DEMO_USERS.items():
+        if username in have and username in logins:
+            continue
+        if username in have:
+            raise SystemExit(f"the demo user {username} exists but {path} lost its password; use a fresh --data-dir")
+        logins[username] = secrets.token_urlsafe(9)
+        add_user(system.db, system.vault, username, logins[username], role, site, qualified,
+                 display_name=username.replace("-", " ").title())
+    path.write_text("".join(f"{u}\t{pw}\n" for u, pw in logins.items()))
+    path.chmod(0o600)
+    return logins
 
 
 def _ensure_network(system: System) -> str:
@@ -63,9 +89,9 @@ def _start_embedded(system: System, stack: ExitStack) -> None:
     pusher = system.push_worker()
     pusher.start()
     stack.callback(pusher.stop)
-    sweeper = system.sweeper(owns_all_jobs=True)
-    sweeper.start()
-    stack.callback(sweeper.stop)
+    for background in (system.sweeper(owns_all_jobs=True), system.review_sweeper()):
+        background.start()
+        stack.callback(background.stop)
     s = system.settings
     scp = system.storage_scp(host="127.0.0.1")
     scp.start()
@@ -129,14 +155,16 @@ def _report_analyses(system: System, since_job: int, timeout: float = 60.0) -> N
             print(f"  job {job['id']} ({name}): {describe_analysis(result)}")
 
 
-def run_demo(settings: Settings, samples: Path) -> int:
+def run_demo(settings: Settings, samples: Path, serve: bool = True) -> int:
     system = System(settings)
     api_key = _ensure_network(system)
+    logins = _ensure_users(system)
     with system.db.uow() as uow:
         last_job = uow.jobs.last_id()
     with ExitStack() as stack:
         stack.callback(system.close)
-        if _listening(settings.dicom_port) and _listening(settings.http_port):
+        started_here = not (_listening(settings.dicom_port) and _listening(settings.http_port))
+        if not started_here:
             print(f"using the telediag already running on ports {settings.dicom_port}/{settings.http_port}")
         else:
             print(f"starting telediag in this process (data in {settings.data_dir})")
@@ -157,5 +185,15 @@ def run_demo(settings: Settings, samples: Path) -> int:
                   f"{_send_wfdb(header, settings, api_key)}")
         print("analysis results:")
         _report_analyses(system, last_job)
+        print(f"\nlog in at http://127.0.0.1:{settings.http_port}/login (the ECGs above wait in the reader's queue):")
+        for username, password in logins.items():
+            print(f"  {DEMO_USERS[username][0]:<14} {username:<18} password {password}")
+        if started_here and serve:
+            print("telediag keeps serving; Ctrl-C stops it", flush=True)
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
     return 0
 

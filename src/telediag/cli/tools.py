@@ -36,7 +36,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from telediag.cli.demo import run_demo
 
-    return run_demo(settings_from(args), Path(args.samples))
+    return run_demo(settings_from(args), Path(args.samples), serve=not args.no_serve)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -56,6 +56,8 @@ def add_commands(sub) -> None:
     p = sub.add_parser("demo", help="play a township device sending sample_data/ to the system")
     data_dir_option(p), port_options(p)
     p.add_argument("--samples", default=_default_samples())
+    p.add_argument("--no-serve", action="store_true",
+                   help="stop at the end (by default a demo that started telediag itself keeps serving it)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("analyze", help="analyse one ECG file: WFDB, DICOM, SCP-ECG, HL7 aECG, GE MUSE or "
