@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 
 class SiteLevel(str, enum.Enum):
@@ -185,7 +185,7 @@ class AlarmEventInfo:
     kind: Literal["alarm", "ack", "escalation"]
     alarm_id: int
     site_ids: tuple[int, ...]
-    payload: dict
+    payload: dict[str, Any]
     created_at: datetime
 
 
@@ -198,7 +198,7 @@ class DeliveryTask:
     channel: PushChannel
     site_id: int
     attempts: int
-    payload: dict
+    payload: dict[str, Any]
     webhook_url: str | None = None
     webhook_secret: str | None = None
 

@@ -11,7 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 
 class Role(str, enum.Enum):
@@ -52,9 +52,11 @@ class Principal:
     """
 
     kind: Literal["user", "device"]
+    #: A person's username, or a device's name.
     username: str
     site_id: int
     site_name: str
+    #: ``SiteLevel`` value: a township's people are clinic staff, a center's read and administer.
     site_level: str
     role: Role | None = None
     user_id: int | None = None
@@ -71,27 +73,31 @@ class Principal:
         return self.role in roles
 
 
-@dataclass(frozen=True)
-class UserInfo:
-    id: int
-    username: str
-    display_name: str
-    role: Role
-    site_id: int
-    site_name: str
-    qualified: tuple[str, ...]
-    active: bool
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class LoginResult:
+class LoginResult(NamedTuple):
     """A session: the bearer token (or cookie value), shown once and stored only as a hash."""
 
     token: str
     csrf_token: str
     expires_in: int
     principal: Principal
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    """A person as administrators list them (never the password hash or the keys)."""
+
+    id: int
+    username: str
+    #: What signed reports print.
+    display_name: str
+    role: Role
+    site_id: int
+    site_name: str
+    #: What a reader may read (``QUALIFICATIONS``); empty for everyone else.
+    qualified: tuple[str, ...]
+    #: A disabled account cannot log in and its sessions are gone.
+    active: bool
+    created_at: datetime
 
 
 class NotPermitted(PermissionError):

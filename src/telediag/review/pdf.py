@@ -155,8 +155,9 @@ _KNOWN_FONTS: tuple[tuple[str, int], ...] = (
 
 def _font_dirs() -> list[Path]:
     """The usual font folders of Linux, macOS and Windows, the user's own first."""
-    dirs = [Path(os.environ.get("XDG_DATA_HOME", "~/.local/share")).expanduser() / "fonts",
-            Path("~/.fonts").expanduser(), Path("/usr/local/share/fonts"), Path("/usr/share/fonts"),
+    home = os.path.expanduser   # leaves "~" as it is where there is no home, unlike Path.expanduser
+    dirs = [Path(home(os.environ.get("XDG_DATA_HOME", "~/.local/share"))) / "fonts",
+            Path(home("~/.fonts")), Path("/usr/local/share/fonts"), Path("/usr/share/fonts"),
             Path("/Library/Fonts"), Path("/System/Library/Fonts")]
     if os.environ.get("WINDIR"):
         dirs.append(Path(os.environ["WINDIR"]) / "Fonts")
@@ -166,7 +167,8 @@ def _font_dirs() -> list[Path]:
 def _has_chinese(font: CjkFont) -> bool:
     """True when the face maps common Chinese characters (a file that fails to open is no font)."""
     try:
-        cmap = TTFont(font.path, fontNumber=font.face, lazy=True)["cmap"].getBestCmap()
+        with TTFont(font.path, fontNumber=font.face, lazy=True) as face:
+            cmap = face["cmap"].getBestCmap()
     except Exception:     # any unreadable or non-font file: skip it, as a font picker would
         return False
     return all(ord(c) in cmap for c in "心电图窦性律")
@@ -176,22 +178,23 @@ def _has_chinese(font: CjkFont) -> bool:
 def find_cjk_font() -> CjkFont | None:
     """The CJK font to embed: ``$TELEDIAG_CJK_FONT``, else the best known font found; None (warned once) if none.
 
-    The variable names a TTF/OTF/TTC file (face 0 of a collection). Searched once per
-    process, because walking the font folders costs more than rendering a report.
+    The variable names a TTF/OTF/TTC file (face 0 of a collection). Looked up once per
+    process: the fonts do not change while it runs, and a missing font is warned about once,
+    not on every report.
     """
     named = os.environ.get(FONT_ENV)
     if named:
-        font = CjkFont(Path(named).expanduser())
+        font = CjkFont(Path(os.path.expanduser(named)))
         if font.path.is_file() and _has_chinese(font):
             return font
         log.warning("%s=%s is not a readable font with Chinese glyphs; searching the font folders", FONT_ENV, named)
-    rank = {name: i for i, (name, _) in enumerate(_KNOWN_FONTS)}
+    known = {name for name, _ in _KNOWN_FONTS}
     found: dict[str, Path] = {}
     for folder in _font_dirs():
         if folder.is_dir():
             for root, _, files in os.walk(folder):
                 for name in files:
-                    if name.lower() in rank:
+                    if name.lower() in known:
                         found.setdefault(name.lower(), Path(root) / name)
     for name, face in _KNOWN_FONTS:
         if name in found and _has_chinese(CjkFont(found[name], face)):

@@ -47,20 +47,19 @@ def case(case_id: int, system: SystemDep, caller: PrincipalDep, address: Address
     return system.review.case(caller, case_id, address)
 
 
-@router.post("/cases/{case_id}/claim")
-def claim(case_id: int, system: SystemDep, user: UserDep, address: AddressDep) -> dict[str, Any]:
-    return system.review.claim(user, case_id, address)
+def _case_action(action: str, summary: str) -> None:
+    """``POST /cases/{id}/<action>``: a reader's claim, release or consultation request."""
+
+    def route(case_id: int, system: SystemDep, user: UserDep, address: AddressDep) -> dict[str, Any]:
+        return getattr(system.review, action)(user, case_id, address)
+
+    router.add_api_route(f"/cases/{{case_id}}/{action}", route, methods=["POST"], name=action, summary=summary)
 
 
-@router.post("/cases/{case_id}/release")
-def release(case_id: int, system: SystemDep, user: UserDep, address: AddressDep) -> dict[str, Any]:
-    return system.review.release(user, case_id, address)
-
-
-@router.post("/cases/{case_id}/consult")
-def consult(case_id: int, system: SystemDep, user: UserDep, address: AddressDep) -> dict[str, Any]:
-    """Send the case to the center above for a consultation."""
-    return system.review.consult(user, case_id, address)
+for _action, _summary in (("claim", "Claim the case (a lease; 409 when another reader holds it)"),
+                          ("release", "Release the case"),
+                          ("consult", "Send the case to the center above for a consultation")):
+    _case_action(_action, _summary)
 
 
 @router.get("/cases/{case_id}/objects/{object_id}/waveform")
