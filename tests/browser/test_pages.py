@@ -22,6 +22,7 @@ LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking
                "--disable-sync", "--no-first-run"]
 PASSWORD = "browser test password"
 SCP_ECG = SAMPLE_DATA / "ecg-formats" / "scp-ecg" / "Example.scp"  # 12 leads, 500 Hz, 10 s
+PHILIPS_STEMI = SAMPLE_DATA / "ecg-formats" / "philips-xml" / "129DYPRG.XML"  # raises an acute MI alarm
 HOLTER = [SAMPLE_DATA / "wfdb" / f"mitdb119_300s.{ext}" for ext in ("hea", "dat")]
 # The pages' own colours: grid lines are pink/red (green channel well above 100), the trace black.
 DARK = 100
@@ -252,6 +253,28 @@ def test_long_recording_is_paged(browser, site) -> None:
     reader.check_clean()
 
 
+def test_critical_alarm_reaches_the_queue_and_the_clinic_acknowledges_it(browser, site) -> None:
+    clinic = Session(browser, site)
+    clinic.login("clinic-a1")
+    case_id = upload(clinic, [PHILIPS_STEMI])
+    wait_analysed(clinic, case_id)
+
+    reader = Session(browser, site)
+    reader.login("reader-a")
+    item = reader.page.wait_for_selector(f'.queue-item[data-case-id="{case_id}"]')
+    assert item.get_attribute("data-priority") == "critical"
+    assert item.query_selector(".alarm-chip.sev-critical")
+    drawn = open_case(reader, case_id)
+    assert int(drawn["alarmsMarked"]) >= 1
+
+    row = clinic.page.wait_for_selector(f'#alarms tr.open:has-text("#{case_id}")', timeout=20000)
+    row.query_selector("button.ack").click()
+    done = clinic.page.wait_for_selector(f'#alarms tr.acknowledged:has-text("#{case_id}")')
+    assert "clinic-a1" in done.inner_text()
+    clinic.check_clean()
+    reader.check_clean()
+
+
 def test_previous_ecg_opens_beside_the_current_one(browser, site, tmp_path) -> None:
     import pydicom
     from pydicom.uid import generate_uid
@@ -273,6 +296,7 @@ def test_previous_ecg_opens_beside_the_current_one(browser, site, tmp_path) -> N
     reader.login("reader-a", then=f"/login?next=%2Freader%2Fcases%2F{second}")
     assert reader.page.url == f"{site}/reader/cases/{second}"  # a link to a case opens it
     reader.page.wait_for_selector('#viewer-slot .ecg-canvas:not([data-samples-drawn="0"])')
+
     reader.page.select_option("#previous-select", str(first))
     reader.page.wait_for_selector('#compare-viewer .ecg-canvas:not([data-samples-drawn="0"])')
     assert reader.page.get_attribute("#compare-viewer .ecg-canvas", "data-leads-drawn") == "12"
@@ -305,6 +329,8 @@ def test_pages_need_a_session_and_the_right_role(browser, site) -> None:
     r = httpx.get(f"{site}/reader/cases/1", follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/login?next=%2Freader%2Fcases%2F1"
     assert "default-src 'self'" in httpx.get(f"{site}/login").headers["content-security-policy"]
+    script = httpx.get(f"{site}/static/ecg.js")
+    assert "javascript" in script.headers["content-type"] and script.headers["cache-control"] == "no-cache"
 
     clinic = Session(browser, site)
     clinic.login("clinic-a1")

@@ -109,7 +109,11 @@ class CaseNotVisible(LookupError):
 
 
 class ClaimConflict(RuntimeError):
-    """Another reader holds the case, or the caller does not hold it (409)."""
+    """Another reader holds the case (``claimed_by``), or the caller does not hold it (409)."""
+
+    def __init__(self, message: str, claimed_by: str | None = None) -> None:
+        super().__init__(message)
+        self.claimed_by = claimed_by
 
 
 class ReportImmutable(RuntimeError):

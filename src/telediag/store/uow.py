@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from telediag.domain import Deadlines
-from telediag.store.database import make_engine, migrate
+from telediag.store.database import WalCheckpointer, make_engine, migrate
 from telediag.store.errors import DatabaseUnavailable, RowConflict
 from telediag.store.hotpath import IngestRows
 from telediag.store.notify import Listener, alarm_event_listener
@@ -83,6 +83,10 @@ class Database:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.deadlines = deadlines
         self.ingest_rows = IngestRows(self.engine, deadlines)
+        self._checkpointer: WalCheckpointer | None = None
+        if durable and self.engine.dialect.name == "sqlite":
+            self._checkpointer = WalCheckpointer(self.engine)
+            self._checkpointer.start()
 
     @property
     def dialect(self) -> str:
@@ -100,6 +104,9 @@ class Database:
         migrate(self.engine)
 
     def dispose(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+            self._checkpointer.join(5)
         self.engine.dispose()
 
 

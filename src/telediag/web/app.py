@@ -45,7 +45,10 @@ def create_app(system: System) -> FastAPI:
 
 def _refusal(status: int):
     async def handler(_request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=status)
+        body = {"detail": str(exc)}
+        if getattr(exc, "claimed_by", None):
+            body["claimed_by"] = exc.claimed_by  # the page says who, in the reader's language
+        return JSONResponse(body, status_code=status)
 
     return handler
 

@@ -47,8 +47,11 @@ def _check_manages(system, admin, site_ids: set[int] | None, site_name: str) -> 
 @router.get("/sites")
 def sites(system: SystemDep, admin: AdminDep) -> list[dict[str, Any]]:
     managed = system.review.managed_sites(admin)
-    return [{"id": s.id, "name": s.name, "level": s.level.value, "parent_id": s.parent_id, "active": s.active}
-            for s in list_sites(system.db) if managed is None or s.id in managed]
+    every = list_sites(system.db)
+    names = {s.id: s.name for s in every}
+    return [{"id": s.id, "name": s.name, "level": s.level.value, "parent_id": s.parent_id,
+             "parent_name": names.get(s.parent_id), "active": s.active}
+            for s in every if managed is None or s.id in managed]
 
 
 @router.get("/devices")

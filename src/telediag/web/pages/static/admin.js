@@ -1,7 +1,7 @@
 // The administrators' page: sites, devices (add with the API key shown once, rotate the key),
 // users (add, disable) and a case's audit trail. The API scopes each list to the caller's
 // center (a center admin) or the whole network (the network admin).
-import { api, t, el, fmtTime, errorText, setBusy, listOf } from "./common.js";
+import { api, t, el, fmtTime, errorText, setBusy } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
 let sites = [];
@@ -26,10 +26,10 @@ function activeText(active) {
 }
 
 async function loadSites() {
-  sites = listOf(await api("/api/v1/sites"), "sites");
+  sites = await api("/api/v1/sites");
   $("sites").tBodies[0].replaceChildren(...sites.map((s) => el("tr", {},
     el("td", {}, String(s.id)), el("td", {}, s.name), el("td", {}, t(`level.${s.level}`, {}, s.level)),
-    el("td", {}, s.parent ?? siteName(s.parent_id)), el("td", {}, activeText(s.active)))));
+    el("td", {}, siteName(s.parent_id)), el("td", {}, activeText(s.active)))));
   for (const select of document.querySelectorAll(".site-select")) {
     select.replaceChildren(...sites.filter((s) => s.active !== false).map((s) =>
       el("option", { value: s.name }, `${s.name} (${t(`level.${s.level}`, {}, s.level)})`)));
@@ -37,19 +37,19 @@ async function loadSites() {
 }
 
 async function loadDevices() {
-  const devices = listOf(await api("/api/v1/devices"), "devices");
+  const devices = await api("/api/v1/devices");
   $("devices").tBodies[0].replaceChildren(...devices.map((d) => el("tr", { dataset: { device: d.name } },
-    el("td", {}, d.name), el("td", {}, d.site_name ?? d.site ?? siteName(d.site_id)), el("td", {}, d.ae_title ?? ""),
+    el("td", {}, d.name), el("td", {}, d.site), el("td", {}, d.ae_title ?? ""),
     el("td", {}, activeText(d.active)),
     el("td", {}, el("button", { type: "button", class: "rotate", on: { click: (e) => rotate(d.name, e.target) } },
       t("device.rotate"))))));
 }
 
 async function loadUsers() {
-  const users = listOf(await api("/api/v1/users"), "users");
+  const users = await api("/api/v1/users");
   $("users").tBodies[0].replaceChildren(...users.map((u) => el("tr", { dataset: { username: u.username } },
     el("td", {}, u.username), el("td", {}, u.display_name ?? ""), el("td", {}, t(`role.${u.role}`, {}, u.role)),
-    el("td", {}, u.site_name ?? u.site ?? siteName(u.site_id)),
+    el("td", {}, u.site),
     el("td", {}, (u.qualified ?? []).map((q) => t(`qual.${q}`, {}, q)).join(", ")),
     el("td", {}, activeText(u.active)),
     el("td", {}, u.active === false ? "" : el("button", { type: "button", class: "disable",
@@ -121,7 +121,7 @@ $("audit-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   const caseId = new FormData(e.target).get("case_id");
   try {
-    const entries = listOf(await api(`/api/v1/audit?case_id=${encodeURIComponent(caseId)}`), "entries");
+    const { entries } = await api(`/api/v1/audit?case_id=${encodeURIComponent(caseId)}`);
     $("audit").tBodies[0].replaceChildren(...entries.map((a) => el("tr", {},
       el("td", {}, fmtTime(a.at)), el("td", {}, a.username ?? ""), el("td", {}, a.role ? t(`role.${a.role}`, {}, a.role) : ""),
       el("td", {}, t(`act.${a.action}`, {}, a.action)),

@@ -1,7 +1,6 @@
 // The clinic page: the site's cases and where each stands, its critical-value alarms (to
 // acknowledge), the signed reports as PDF, and the upload of an ECG recorded here.
-import { api, t, localized, el, fmtTime, patientText, errorText, toast, poll, alarmStream, setBusy, listOf }
-  from "./common.js";
+import { api, t, localized, el, fmtTime, patientText, errorText, toast, poll, alarmStream, setBusy } from "./common.js";
 
 const POLL_MS = 5000;
 const CASES_SHOWN = 200;
@@ -88,9 +87,9 @@ async function acknowledge(alarmId, button) {
 }
 
 async function refresh() {
-  const [caseBody, alarmBody] = await Promise.all([api(`/api/v1/cases?limit=${CASES_SHOWN}`), api("/api/v1/alarms")]);
-  cases = listOf(caseBody, "items");
-  alarms = listOf(alarmBody, "alarms");
+  const [caseBody, alarmList] = await Promise.all([api(`/api/v1/cases?limit=${CASES_SHOWN}`), api("/api/v1/alarms")]);
+  cases = caseBody.items;
+  alarms = alarmList;
   // Tell the clinic when a report comes back (but not about those already there on opening).
   const now = new Set(cases.filter((c) => c.review_state === "reported").map((c) => c.case_id));
   if (reported) for (const id of now) if (!reported.has(id)) toast(t("cases.reportArrived", { id }));
@@ -139,6 +138,6 @@ document.addEventListener("langchange", () => {
 
 const refreshNow = poll(refresh, POLL_MS);
 alarmStream((kind, data) => {
-  if (kind === "alarm") toast(t("alarm.new", { text: localized(data.text, data.text_zh), site: "" }), "error");
+  if (kind === "alarm") toast(t("alarm.new", { text: localized(data.text, data.text_zh), case: data.case_id }), "error");
   refreshNow();
 });

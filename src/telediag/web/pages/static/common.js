@@ -1,8 +1,8 @@
 // What every page shares: the JSON API client, a small DOM builder, times and countdowns,
 // toasts, polling and the alarm stream.
-import { t, lang, localized, applyI18n } from "./i18n.js";
+import { t, lang, localized } from "./i18n.js";
 
-export { t, lang, localized, applyI18n };
+export { t, lang, localized };
 
 export class ApiError extends Error {
   constructor(status, message, body) {
@@ -47,11 +47,6 @@ export async function api(path, { method = "GET", json, form, signal } = {}) {
   const data = isJson ? await res.json() : null;
   if (!res.ok) throw new ApiError(res.status, detailText(data?.detail, `${res.status} ${res.statusText}`), data);
   return data;
-}
-
-/** A list from an answer that is either the list itself or an object holding it under `key`. */
-export function listOf(body, key) {
-  return Array.isArray(body) ? body : body?.[key] ?? body?.items ?? [];
 }
 
 /** Build an element. Text always goes in as text (never parsed as HTML), so patient names and
@@ -152,5 +147,3 @@ export function setBusy(button, busy) {
   button.disabled = busy;
   button.classList.toggle("busy", busy);
 }
-
-applyI18n();

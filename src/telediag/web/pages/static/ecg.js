@@ -61,8 +61,8 @@ function layoutRows(leads) {
 }
 
 export class EcgViewer {
-  /** `source`: {caseId, objectId, durationS, analysis} — analysis (the object's automated
-   * result) marks the overview with its episodes and alarms. */
+  /** `source`: {caseId, objectId, analysis} — analysis (the object's automated result, if
+   * any) gives the duration up front, and marks the overview with its episodes and alarms. */
   constructor(container, source) {
     this.source = source;
     this.gain = 10;
@@ -72,7 +72,8 @@ export class EcgViewer {
     this.data = null;
     this.caliper = null;
     this.loading = null;
-    this.duration = source.durationS ?? source.analysis?.duration_s ?? WINDOW_S;
+    // corrected by the first window or the overview; the analysis knows it before either
+    this.duration = source.analysis?.duration_s ?? WINDOW_S;
     this.build(container);
   }
 

@@ -27,7 +27,7 @@ const TEXT = {
     "state.reported": "已签发", "state.received": "已接收，分析中", "state.analysisFailed": "自动分析失败",
     "state.reading": "{who} 正在诊断", "state.waiting": "等待诊断 {site}",
     "state.active": "启用", "state.disabled": "已停用",
-    "alarm.new": "危急值：{text} {site}",
+    "alarm.new": "危急值：{text}（病例 #{case}）",
 
     "viewer.gain": "增益", "viewer.speed": "走纸速度", "viewer.zoom": "缩放",
     "viewer.loading": "正在加载…", "viewer.failed": "加载失败", "viewer.nothing": "此病例没有可显示的对象",
@@ -113,7 +113,7 @@ const TEXT = {
     "state.reported": "signed", "state.received": "received, analysing", "state.analysisFailed": "analysis failed",
     "state.reading": "being read by {who}", "state.waiting": "waiting for a reader {site}",
     "state.active": "active", "state.disabled": "disabled",
-    "alarm.new": "Critical: {text} {site}",
+    "alarm.new": "Critical value: {text} (case #{case})",
 
     "viewer.gain": "Gain", "viewer.speed": "Speed", "viewer.zoom": "Zoom",
     "viewer.loading": "Loading…", "viewer.failed": "Could not load", "viewer.nothing": "Nothing to show in this case",

@@ -88,31 +88,17 @@ function tickCountdowns() {
 
 // ---------------------------------------------------------------- case
 
-function isEcgObject(o) {
-  return Boolean(o.analysis?.leads) || (o.media_type ?? "").includes("ecg") || o.modality === "ECG"
-    || o.media_type === "application/x-wfdb-header";
-}
-
-function objectId(o) {
-  return o.id ?? o.object_id;
-}
-
-/** The viewer of a case's first readable object: an ECG or an image. */
+/** The viewer of a case: its ECG (of a WFDB record's objects, the analysed one) or its first image. */
 function openViewer(container, caseId, view) {
   const objects = view.objects ?? [];
-  const ecg = objects.find((o) => o.analysis?.leads) ?? objects.find(isEcgObject);
-  if (ecg && view.kind !== "imaging") {
-    const viewer = new EcgViewer(container, { caseId, objectId: objectId(ecg), analysis: ecg.analysis,
-      durationS: ecg.analysis?.duration_s });
-    viewer.open();
-    return viewer;
-  }
-  const image = objects.find((o) => !isEcgObject(o));
-  if (!image) {
+  if (!objects.length) {
     container.replaceChildren(el("p", { class: "muted" }, t("viewer.nothing")));
     return null;
   }
-  const viewer = new ImageViewer(container, { caseId, objectId: objectId(image) });
+  const viewer = view.kind === "imaging"
+    ? new ImageViewer(container, { caseId, objectId: objects[0].object_id })
+    : new EcgViewer(container, { caseId, objectId: (objects.find((o) => o.analysis) ?? objects[0]).object_id,
+      analysis: objects.find((o) => o.analysis)?.analysis });
   viewer.open();
   return viewer;
 }
@@ -126,7 +112,9 @@ function renderCaseHead() {
     el("b", {}, ` #${v.case_id} `), el("span", {}, t(`kind.${v.kind}`)), " · ",
     el("span", {}, v.site_name ?? ""), " · ", el("span", { class: "patient" }, patientText(v.patient)), " · ",
     el("span", { class: "muted" }, fmtTime(v.received_at)),
-    review.deadline_at ? el("span", { class: `deadline ${due.overdue ? "overdue" : ""}`, dataset: { deadline: review.deadline_at } }, due.text) : null);
+    review.deadline_at && review.review_state === "open"
+      ? el("span", { class: `deadline ${due.overdue ? "overdue" : ""}`, dataset: { deadline: review.deadline_at } }, due.text)
+      : "");
 }
 
 function banner(text, kind = "warn") {
@@ -167,7 +155,7 @@ function renderPrevious() {
   const previous = (state.view.previous ?? []).filter((p) => (p.kind ?? "ecg") === "ecg");
   $("previous-box").hidden = previous.length === 0;
   $("previous-select").replaceChildren(el("option", { value: "" }, t("compare.none")),
-    previous.map((p) => el("option", { value: String(p.case_id) }, `#${p.case_id} · ${fmtTime(p.received_at)}`)));
+    ...previous.map((p) => el("option", { value: String(p.case_id) }, `#${p.case_id} · ${fmtTime(p.received_at)}`)));
 }
 
 async function openCompare(caseId) {
@@ -231,7 +219,8 @@ function renderSignature() {
 function fillForm(report) {
   state.report = report;
   state.amending = false;
-  const auto = (state.view.objects ?? []).find((o) => o.analysis)?.analysis?.measurements ?? {};
+  const analysis = (state.view.objects ?? []).find((o) => o.analysis)?.analysis ?? {};
+  const auto = { heart_rate_bpm: analysis.heart_rate_bpm, ...analysis.measurements };
   measurements.set(report.measurements && Object.keys(report.measurements).length ? report.measurements : auto, auto);
   picker.set(report.statements ?? []);
   $("conclusion").value = report.conclusion ?? "";
@@ -434,7 +423,7 @@ const loadQueueNow = poll(loadQueue, QUEUE_POLL_MS);
 setInterval(tickCountdowns, 1000);
 alarmStream((kind, data) => {
   if (kind === "alarm" && data.severity === "critical") {
-    toast(t("alarm.new", { text: localized(data.text, data.text_zh), site: data.site_name ?? "" }), "error");
+    toast(t("alarm.new", { text: localized(data.text, data.text_zh), case: data.case_id }), "error");
   }
   loadQueueNow();
 });
