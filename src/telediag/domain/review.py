@@ -100,36 +100,37 @@ class UserInfo:
     created_at: datetime
 
 
-class NotPermitted(PermissionError):
+class Refusal(Exception):
+    """A use case's refusal that carries facts for the caller beside its message (who holds a
+    claim, when to try again): ``details``, which the API adds to its answer."""
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.details = {k: v for k, v in details.items() if v is not None}
+
+
+class NotPermitted(Refusal, PermissionError):
     """The caller's role or site does not allow this (the API answers 403)."""
 
 
-class CaseNotVisible(LookupError):
+class CaseNotVisible(Refusal, LookupError):
     """No such case for this caller: a missing case and another site's look the same (404)."""
 
 
-class ClaimConflict(RuntimeError):
+class ClaimConflict(Refusal, RuntimeError):
     """Another reader holds the case (``claimed_by``), or the caller does not hold it (409)."""
 
-    def __init__(self, message: str, claimed_by: str | None = None) -> None:
-        super().__init__(message)
-        self.claimed_by = claimed_by
 
-
-class ReportImmutable(RuntimeError):
+class ReportImmutable(Refusal, RuntimeError):
     """The report is signed: a change is an amendment, a new version (409)."""
 
 
-class InvalidReport(ValueError):
+class InvalidReport(Refusal, ValueError):
     """A report names unknown statements, or an amendment gives no reason (422)."""
 
 
-class LoginRefused(PermissionError):
-    """Wrong credentials, a disabled or locked account, or too many attempts."""
-
-    def __init__(self, reason: str, retry_after: int | None = None) -> None:
-        super().__init__(reason)
-        self.retry_after = retry_after
+class LoginRefused(Refusal, PermissionError):
+    """Wrong credentials, a disabled or locked account (``retry_after`` seconds), or too many attempts."""
 
 
 def utc_seconds(at: datetime) -> str:

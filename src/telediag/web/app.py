@@ -45,10 +45,8 @@ def create_app(system: System) -> FastAPI:
 
 def _refusal(status: int):
     async def handler(_request: Request, exc: Exception) -> JSONResponse:
-        body = {"detail": str(exc)}
-        if getattr(exc, "claimed_by", None):
-            body["claimed_by"] = exc.claimed_by  # the page says who, in the reader's language
-        return JSONResponse(body, status_code=status)
+        # The refusal's facts (e.g. who holds a claim) let a page say it in the reader's language.
+        return JSONResponse({"detail": str(exc), **getattr(exc, "details", {})}, status_code=status)
 
     return handler
 

@@ -44,8 +44,9 @@ def api_login(body: Credentials, request: Request, system: SystemDep, address: A
     try:
         result = _login(request, system, body.username, body.password, address)
     except LoginRefused as exc:
-        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
-        raise HTTPException(429 if exc.retry_after else 401, str(exc), headers=headers) from exc
+        retry_after = exc.details.get("retry_after")
+        headers = {"Retry-After": str(retry_after)} if retry_after else None
+        raise HTTPException(429 if retry_after else 401, str(exc), headers=headers) from exc
     return {"access_token": result.token, "token_type": "bearer", "expires_in": result.expires_in,
             "user": _me(result.principal)}
 
@@ -81,7 +82,7 @@ def page_login(request: Request, system: SystemDep, address: AddressDep, usernam
     try:
         result = _login(request, system, username, password, address)
     except LoginRefused as exc:
-        reason = "locked" if exc.retry_after else "invalid"
+        reason = "locked" if exc.details.get("retry_after") else "invalid"
         return RedirectResponse(f"/login?error={reason}", status_code=303)
     except HTTPException as exc:
         if exc.status_code != 429:
