@@ -76,7 +76,8 @@ def test_twenty_readers_claiming_at_once_each_case_held_by_exactly_one(contested
     for _ in range(5):  # then each grabs a random case, again and again
         results = _all_at_once(readers, lambda r: review.claim(r, rng.choice(cases)))
         won = Counter(r["case_id"] for r in results if isinstance(r, dict))
-        assert won and max(won.values()) == 1, won  # at most one winner per case, and someone wins
+        # At most one winner per case (a round may have none: every pick held by another reader).
+        assert all(n == 1 for n in won.values()), won
         items = {i["case_id"]: i["claimed_by"] for i in review.queue(readers[0], limit=100)["items"]}
         holders = [h for h in items.values() if h is not None]
         assert len(holders) == len(set(holders)), "a reader holds two cases"

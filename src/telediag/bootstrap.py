@@ -148,7 +148,9 @@ class System:
 
     @cached_property
     def review(self) -> ReviewService:
-        return ReviewService(self.db, self.store, self.vault, claim_lease_s=self.settings.claim_lease_s)
+        """The review stage; a signed report is pushed to its clinic over the alarm channels."""
+        return ReviewService(self.db, self.store, self.vault, claim_lease_s=self.settings.claim_lease_s,
+                             bus=self.bus, channels=self.push_channels)
 
     def review_sweeper(self) -> ReviewSweeper:
         return ReviewSweeper(self.review, self.settings.review_sweep_interval_s)

@@ -49,8 +49,9 @@ class AnalysisFailed(Event):
 
 @dataclass(frozen=True)
 class AlarmEventsRecorded(Event):
-    """Alarm events (raised, acknowledged, escalated) and their push deliveries are committed:
-    the deliveries can be sent and the streams woken."""
+    """Push events (an alarm raised, acknowledged, escalated; a signed report sent to its
+    clinic, acknowledged) and their deliveries are committed: the deliveries can be sent and
+    the streams woken."""
 
     event_ids: tuple[int, ...]
     delivery_ids: tuple[int, ...]

@@ -179,11 +179,13 @@ class AlarmInfo:
 
 @dataclass(frozen=True)
 class AlarmEventInfo:
-    """One event of the alarm stream (``id`` is the SSE event id)."""
+    """One event of the alarm stream (``id`` is the SSE event id): about an alarm, or a signed
+    report pushed to its clinic (``report``) and the clinic's acknowledgement (``report_ack``)."""
 
     id: int
-    kind: Literal["alarm", "ack", "escalation"]
-    alarm_id: int
+    kind: Literal["alarm", "ack", "escalation", "report", "report_ack"]
+    #: None for a report's events.
+    alarm_id: int | None
     site_ids: tuple[int, ...]
     payload: dict[str, Any]
     created_at: datetime

@@ -1,4 +1,6 @@
-"""The push stage: critical-value alarms reach the clinics and the centers above them.
+"""The push stage: critical-value alarms reach the clinics and the centers above them, and
+signed reports reach the clinic that sent the exam (``report`` events written by the review
+stage's signature, acknowledged as ``report_ack``), over the same events, outbox and channels.
 
 - alarm use cases (:mod:`telediag.push.alarms`): list, show with who was notified, acknowledge;
 - channels (:mod:`telediag.push.channels`): MQTT and webhook adapters behind ``Channel``;
@@ -7,7 +9,7 @@
 - :class:`AlarmFeed`: the Server-Sent Events stream of an API process, read from the database.
 
 Alarms, their events and the deliveries are rows written in the transaction that raised them
-(analysis, acknowledgement, escalation): the outbox pattern the jobs use.
+(analysis, acknowledgement, escalation, signature): the outbox pattern the jobs use.
 """
 
 from telediag.push.alarms import (acknowledge_alarm, alarm_detail, alarm_json, events_since, last_event_id,

@@ -59,8 +59,8 @@ def topic_of(site_id: int) -> str:
 
 @dataclass
 class WebhookChannel:
-    """POSTs the alarm JSON to the site's URL, signed with the site's secret; any answer but 2xx
-    is a failure (the runner retries it with backoff)."""
+    """POSTs the event's JSON (an alarm's or a report's) to the site's URL, signed with the site's
+    secret; any answer but 2xx is a failure (the runner retries it with backoff)."""
 
     timeout_s: float = 10.0
     name: PushChannel = PushChannel.WEBHOOK
@@ -86,7 +86,8 @@ class WebhookChannel:
 
 
 class MqttChannel:
-    """Publishes with QoS 1 to ``telediag/sites/<site_id>/alarms`` and waits for the broker's
+    """Publishes with QoS 1 to ``telediag/sites/<site_id>/alarms`` (the site's one topic: alarms
+    and reports, told apart by ``kind``) and waits for the broker's
     PUBACK, so "sent" means the MQTT broker has it. One connection per process, kept open
     and reconnected by paho's network thread."""
 

@@ -12,7 +12,7 @@ Each delivery is claimed exclusively with a lease (one UPDATE, like a job), so t
 one delivery, or a message and the sweeper, never both send it; it is marked ``sent`` in the
 transaction after the channel confirmed (HTTP 2xx, MQTT PUBACK). A process that dies between
 those two leaves a ``sending`` row whose lease lapses, and the push is repeated: receivers
-deduplicate on ``event_id`` (``alarm_id`` and ``kind``).
+deduplicate on ``event_id``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The push sweeper: no alarm push is forgotten, and no critical alarm goes unanswered quietly.
+"""The push sweeper: no alarm or report push is forgotten, and no critical alarm goes unanswered
+quietly (unacknowledged reports are not escalated: the clinic's report list shows them).
 
 Each round (every ``interval_s``) it
 

@@ -17,10 +17,12 @@ from typing import Any
 
 import numpy as np
 from telediag.analysis import load_recording
-from telediag.domain import (AuditBreak, CaseNotVisible, InvalidReport, CaseRef, ClaimConflict, NotPermitted, Principal,
-                             ReportImmutable, ReportState, ReportVersion, ReviewState, Role, SiteLevel, audit_hash,
-                             canonical_json, report_content, report_digest)
+from telediag.domain import (AlarmEventsRecorded, AuditBreak, CaseNotVisible, InvalidReport, CaseRef, ClaimConflict,
+                             NotPermitted, Principal, PushChannel, ReportImmutable, ReportState, ReportVersion,
+                             ReviewState, Role, SiteLevel, audit_hash, canonical_json, report_content, report_digest,
+                             utc_seconds)
 from telediag.ecg import MEASUREMENT_KEYS, Recording
+from telediag.messagebus import MessageBus
 from telediag.network import KeyVault
 from telediag.review import statements as catalogue
 from telediag.store import Database, ObjectStore
@@ -38,12 +40,19 @@ def _now() -> datetime:
 
 @dataclass
 class ReviewService:
-    """The review stage's use cases over the database, the object store and the readers' keys."""
+    """The review stage's use cases over the database, the object store and the readers' keys.
+
+    A signed version (and each amendment) is pushed to the case's clinic like an alarm: a
+    ``report`` event and its outbox deliveries over ``channels`` commit with the signature, and
+    ``bus`` gets them after the commit so they go out at once (without a bus the push
+    sweeper sends them)."""
 
     db: Database
     store: ObjectStore
     vault: KeyVault
     claim_lease_s: float = 900.0
+    bus: MessageBus | None = None
+    channels: tuple[PushChannel, ...] = ()
     _decoded: OrderedDict[int, Recording] = field(default_factory=OrderedDict, init=False, repr=False)
     _cache_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
@@ -163,7 +172,7 @@ class ReviewService:
                 "signals": {lead: window[:, i].tolist() for i, lead in enumerate(rec.leads)}, "beats": beats,
                 "episodes": [{"label": e["label"], "start_s": e["start_s"], "end_s": e["end_s"]}
                              for e in overlapping(result.get("rhythm") or [])],
-                "alarms": [{"type": x["type"], "severity": x["severity"], "start_s": x["start_s"], "end_s": x["end_s"]}
+                "alarms": [{k: x.get(k) for k in ("type", "severity", "start_s", "end_s", "text", "text_zh")}
                            for x in overlapping(result.get("alarms") or [])]}
 
     def overview(self, p: Principal, case_id: int, object_id: int, points: int = 1000,
@@ -191,7 +200,8 @@ class ReviewService:
                 raise NotPermitted(f"case {case_id} is in another center's queue")
             if not uow.queue.claim(case_id, p.user_id, p.site_id, self.claim_lease_s, now):
                 holder = uow.queue.items(CaseScope(), open_only=False, limit=1, case_ids=(case_id,))[0][0]
-                raise ClaimConflict(f"case {case_id} is claimed by {holder['claimed_by'] or 'another reader'}")
+                raise ClaimConflict(f"case {case_id} is claimed by {holder['claimed_by'] or 'another reader'}",
+                                    claimed_by=holder["claimed_by"])
             self._audit(uow, p, "claim", address, case_id)
             uow.commit()
             until = uow.queue.ref(case_id).claim_until
@@ -250,13 +260,15 @@ class ReviewService:
             self._visible(p, uow.queue.ref(case_id), case_id)
             latest = uow.reports.latest(case_id, signed_only=not reads)
             if latest is not None:
-                return latest.as_json()
+                by, at = uow.alarms.report_acknowledgement(case_id, latest.version)
+                return {**latest.as_json(), "acknowledged_by": by, "acknowledged_at": utc_seconds(at) if at else None}
             if not reads:
                 raise CaseNotVisible(f"case {case_id} has no signed report yet")
             result = uow.queue.first_analysis(case_id)
         return {"version": 0, "state": "proposed", "statements": catalogue.propose(result or {}),
                 "conclusion": "", "measurements": _measurements(result), "author": None, "replaces": None,
-                "reason": None, "signed_by": None, "signed_at": None, "sha256": None, "signature": None}
+                "reason": None, "signed_by": None, "signed_at": None, "sha256": None, "signature": None,
+                "acknowledged_by": None, "acknowledged_at": None}
 
     def save_draft(self, p: Principal, case_id: int, statements: list[str], conclusion: str,
                    measurements: dict[str, Any] | None = None, address: str | None = None) -> dict[str, Any]:
@@ -280,9 +292,10 @@ class ReviewService:
                 raise ReportImmutable("no draft to sign: save one first")
             if draft.state is ReportState.SIGNED:
                 raise ReportImmutable(f"version {draft.version} is already signed; amend it instead")
-            signed = self._seal(uow, p, ref, draft)
+            signed, pushed = self._seal(uow, p, ref, draft)
             self._audit(uow, p, "sign", address, case_id, version=draft.version, sha256=signed["sha256"])
             uow.commit()
+        self._announce(pushed)
         self.render_pdf(case_id, draft.version)
         return signed
 
@@ -300,14 +313,18 @@ class ReviewService:
             draft = uow.reports.add_amendment(case_id, p.user_id, last.version, statements, conclusion,
                                               measurements if measurements is not None else last.measurements,
                                               reason.strip())
-            signed = self._seal(uow, p, ref, draft)
+            signed, pushed = self._seal(uow, p, ref, draft)
             self._audit(uow, p, "amend", address, case_id, version=draft.version, replaces=last.version,
                         sha256=signed["sha256"])
             uow.commit()
+        self._announce(pushed)
         self.render_pdf(case_id, draft.version)
         return signed
 
-    def _seal(self, uow, p: Principal, ref: CaseRef, draft: ReportVersion) -> dict[str, Any]:
+    def _seal(self, uow, p: Principal, ref: CaseRef, draft: ReportVersion
+              ) -> tuple[dict[str, Any], AlarmEventsRecorded]:
+        """Sign and seal the version, and write its ``report`` event and deliveries to the clinic
+        in the same transaction; returns what the caller gets and what to announce after commit."""
         at = _now().replace(microsecond=0)
         content = report_content(case_id=ref.id, version=draft.version, replaces=draft.replaces, site_id=ref.site_id,
                                  patient_key=ref.patient_key, statements=list(draft.statements),
@@ -321,8 +338,44 @@ class ReviewService:
         if not uow.reports.sign(draft.id, p.user_id, at, digest.hex(), signature, canonical_json(content).decode()):
             raise ReportImmutable(f"version {draft.version} was signed meanwhile")
         uow.queue.mark_reported(ref.id)
-        return {"version": draft.version, "sha256": digest.hex(), "signature": signature, "signed_by": p.username,
-                "signed_at": content["signed_at"], "algorithm": "ed25519", "public_key": public}
+        events, deliveries = uow.alarms.record_report(ref.id, {
+            "version": draft.version, "replaces": draft.replaces, "sha256": digest.hex(), "signed_by": p.username,
+            "signed_at": content["signed_at"], "pdf": f"/api/v1/cases/{ref.id}/report.pdf"}, self.channels)
+        return ({"version": draft.version, "sha256": digest.hex(), "signature": signature, "signed_by": p.username,
+                 "signed_at": content["signed_at"], "algorithm": "ed25519", "public_key": public},
+                AlarmEventsRecorded(tuple(events), tuple(deliveries)))
+
+    def _announce(self, recorded: AlarmEventsRecorded) -> None:
+        """After the commit: the deliveries go out now and the streams wake (the push sweeper
+        sends them should this process die first, or when there is no bus)."""
+        if self.bus is not None and recorded.event_ids:
+            self.bus.handle(recorded)
+
+    def acknowledge_report(self, p: Principal, case_id: int, version: int | None = None,
+                           address: str | None = None) -> dict[str, Any]:
+        """The clinic (its people or its devices) confirms it received the latest signed version
+        (``version``, when given, must be that one): who and when are recorded on the version,
+        audited, and pushed as a ``report_ack`` event to the clinic and the centers above it.
+        A second acknowledgement changes nothing."""
+        if p.is_user and p.role is not Role.CLINIC:
+            raise NotPermitted("only the clinic that sent the case acknowledges its report")
+        by = p.username if p.is_user else f"device:{p.username}"
+        with self.db.uow() as uow:
+            self._visible(p, uow.queue.ref(case_id), case_id)
+            signed = uow.reports.latest(case_id, signed_only=True)
+            if signed is None:
+                raise CaseNotVisible(f"case {case_id} has no signed report")
+            if version is not None and version != signed.version:
+                raise ReportImmutable(f"version {version} is not the latest: acknowledge signed version "
+                                      f"{signed.version}")
+            ack_by, ack_at, events, deliveries = uow.alarms.acknowledge_report(case_id, signed.version, by,
+                                                                              self.channels)
+            if events:
+                self._audit(uow, p, "acknowledge", address, case_id, version=signed.version, sha256=signed.sha256)
+                uow.commit()
+        self._announce(AlarmEventsRecorded(tuple(events), tuple(deliveries)))
+        return {"case_id": case_id, "version": signed.version, "sha256": signed.sha256, "acknowledged_by": ack_by,
+                "acknowledged_at": utc_seconds(ack_at) if ack_at else None}
 
     # -- the PDF ---------------------------------------------------------------------------------------
     def render_pdf(self, case_id: int, version: int) -> str | None:

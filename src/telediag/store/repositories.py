@@ -9,7 +9,7 @@ repository over precompiled statements (:mod:`telediag.store.hotpath`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
@@ -17,10 +17,10 @@ from sqlalchemy.orm import Session
 
 from telediag.domain import (AlarmEventInfo, AlarmInfo, AlarmState, CaseKind, CaseStatus, DeliveryTask,
                              DeviceIdentity, DeviceInfo, JobState, Notification, Priority, PushChannel,
-                             QuarantineEntry, SiteInfo, SiteLevel, Deadlines)
+                             QuarantineEntry, ReportState, SiteInfo, SiteLevel, Deadlines, utc_seconds)
 from telediag.store.tables import (Alarm, AlarmEvent, AlarmEventSite, AnalysisResult, Case, Delivery,
-                                   DeliveryAttempt, Device, Job, QuarantinedObject, Site, StoredObject, as_utc,
-                                   utcnow)
+                                   DeliveryAttempt, Device, Job, QuarantinedObject, Report, Site, StoredObject,
+                                   as_utc, utcnow)
 
 __all__ = ["SiteRepository", "DeviceRepository", "JobRepository", "ResultRepository", "CaseRepository",
            "QuarantineRepository", "AlarmRepository", "DeliveryRepository", "JobTask", "ObjectRef",
@@ -380,12 +380,13 @@ def alarm_payload(row: Alarm) -> dict[str, Any]:
 
 
 class AlarmRepository:
-    """Alarms, the events told about them and the outbox rows (deliveries) that push those events.
+    """Alarms, the events told about them and the outbox rows (deliveries) that push those events;
+    the same events and outbox carry a signed report to its clinic and the clinic's acknowledgement.
 
     An event and its deliveries are always written in the transaction that makes the event
-    true (the analysis result, the acknowledgement, the escalation), so no event exists only in
-    memory and none is pushed that did not happen. Event ids are the SSE ids, read by every
-    API process in id order: on PostgreSQL each writer takes a transaction-level advisory lock
+    true (the analysis result, the acknowledgement, the escalation, the signature), so no event
+    exists only in memory and none is pushed that did not happen. Event ids are the SSE ids, read
+    by every API process in id order: on PostgreSQL each writer takes a transaction-level advisory lock
     just before its first event, so ids become visible in the order they were allocated and a
     reader that has seen id N will never later find a smaller one; SQLite has one writer anyway.
     """
@@ -397,15 +398,20 @@ class AlarmRepository:
         self._postgres = session.get_bind().dialect.name == "postgresql"
 
     # -- writing events ---------------------------------------------------------------------
-    def _add_event(self, alarm: Alarm, kind: str, site_ids: list[int], deliver_to: list[int],
-                   channels: tuple[PushChannel, ...], extra: dict[str, Any] | None = None) -> tuple[int, list[int]]:
+    def _add_event(self, kind: str, payload: dict[str, Any], site_ids: list[int], deliver_to: list[int],
+                   channels: tuple[PushChannel, ...], *, case_id: int, alarm_id: int | None = None
+                   ) -> tuple[int, list[int]]:
+        """Write an event for ``site_ids`` (its SSE audience) carrying ``payload`` (plus its kind
+        and id), and one pending delivery per channel and site of ``deliver_to`` (a webhook only
+        for a site that has one); returns the event id and the delivery ids."""
         if self._postgres and not self._ordered:
             self._s.execute(select(func.pg_advisory_xact_lock(_EVENT_ORDER_LOCK)))
             self._ordered = True
-        event = AlarmEvent(kind=kind, alarm_id=alarm.id, site_ids=site_ids, payload={}, created_at=utcnow())
+        event = AlarmEvent(kind=kind, alarm_id=alarm_id, case_id=case_id, site_ids=site_ids, payload={},
+                           created_at=utcnow())
         self._s.add(event)
         self._s.flush()
-        event.payload = {"kind": kind, "event_id": event.id, **alarm_payload(alarm), **(extra or {})}
+        event.payload = {"kind": kind, "event_id": event.id, **payload}
         self._s.execute(insert(AlarmEventSite), [{"event_id": event.id, "site_id": sid} for sid in site_ids])
         webhooks = set(self._s.scalars(select(Site.id).where(Site.id.in_(deliver_to), Site.webhook_url.is_not(None))))
         rows = [{"event_id": event.id, "channel": channel.value, "site_id": sid, "state": "pending", "attempts": 0,
@@ -435,7 +441,8 @@ class AlarmRepository:
         self._s.flush()
         events, deliveries = [], []
         for row in rows:
-            event_id, ids = self._add_event(row, "alarm", chain, chain, channels)
+            event_id, ids = self._add_event("alarm", alarm_payload(row), chain, chain, channels, case_id=row.case_id,
+                                            alarm_id=row.id)
             events.append(event_id)
             deliveries += ids
         top = max((Priority.of_severity(a["severity"]) for a in alarms), key=lambda p: p.rank)
@@ -454,8 +461,9 @@ class AlarmRepository:
         if done is None:
             return _alarm(row), [], []
         chain = SiteRepository(self._s).chain(row.site_id)
-        event_id, deliveries = self._add_event(row, "ack", chain, chain, channels,
-                                               {"acknowledged_by": by, "acknowledged_at": now.isoformat()})
+        event_id, deliveries = self._add_event("ack", {**alarm_payload(row), "acknowledged_by": by,
+                                                       "acknowledged_at": now.isoformat()},
+                                               chain, chain, channels, case_id=row.case_id, alarm_id=row.id)
         return _alarm(row), [event_id], deliveries
 
     def escalate_due(self, after_s: dict[int, float], channels: tuple[PushChannel, ...]
@@ -479,11 +487,52 @@ class AlarmRepository:
                 chain = SiteRepository(self._s).chain(row.site_id)
                 if level >= len(chain):
                     continue  # no center that high above this site
-                event_id, ids = self._add_event(row, "escalation", chain, [chain[level]], channels,
-                                                {"escalated_to_site_id": chain[level]})
+                event_id, ids = self._add_event("escalation", {**alarm_payload(row),
+                                                               "escalated_to_site_id": chain[level]},
+                                                chain, [chain[level]], channels, case_id=row.case_id,
+                                                alarm_id=row.id)
                 events.append(event_id)
                 deliveries += ids
         return events, deliveries
+
+    # -- signed reports ------------------------------------------------------------------------
+    def record_report(self, case_id: int, report: dict[str, Any], channels: tuple[PushChannel, ...]
+                      ) -> tuple[list[int], list[int]]:
+        """A ``report`` event for the case's clinic carrying ``report`` (ids, version, digest,
+        signer, the PDF's path: no patient data), pushed to the clinic alone; written in the
+        transaction that signs the version. Returns the event and delivery ids."""
+        site_id = self._s.scalar(select(Case.site_id).where(Case.id == case_id))
+        event_id, deliveries = self._add_event("report", {**report, "case_id": case_id, "site_id": site_id},
+                                               [site_id], [site_id], channels, case_id=case_id)
+        return [event_id], deliveries
+
+    def acknowledge_report(self, case_id: int, version: int, by: str, channels: tuple[PushChannel, ...]
+                           ) -> tuple[str | None, datetime | None, list[int], list[int]]:
+        """Record that ``by`` at the clinic acknowledged the signed ``version``, with a
+        ``report_ack`` event to the clinic and the centers above it (as an alarm's ``ack``); a
+        second acknowledgement changes nothing and tells no one. Returns who acknowledged and
+        when (the first time), and the event and delivery ids."""
+        now = utcnow().replace(microsecond=0)
+        done = self._s.execute(update(Report).where(Report.case_id == case_id, Report.version == version,
+                                                    Report.state == ReportState.SIGNED.value,
+                                                    Report.acknowledged_at.is_(None))
+                               .values(acknowledged_by=by, acknowledged_at=now)
+                               .returning(Report.sha256).execution_options(synchronize_session=False)).first()
+        ack_by, ack_at = self.report_acknowledgement(case_id, version)
+        if done is None:
+            return ack_by, ack_at, [], []
+        site_id = self._s.scalar(select(Case.site_id).where(Case.id == case_id))
+        chain = SiteRepository(self._s).chain(site_id)
+        payload = {"case_id": case_id, "site_id": site_id, "version": version, "sha256": done.sha256,
+                   "acknowledged_by": by, "acknowledged_at": utc_seconds(now)}
+        event_id, deliveries = self._add_event("report_ack", payload, chain, chain, channels, case_id=case_id)
+        return ack_by, ack_at, [event_id], deliveries
+
+    def report_acknowledgement(self, case_id: int, version: int) -> tuple[str | None, datetime | None]:
+        """Who acknowledged the case's report ``version`` and when; (None, None) if nobody yet."""
+        row = self._s.execute(select(Report.acknowledged_by, Report.acknowledged_at)
+                              .where(Report.case_id == case_id, Report.version == version)).first()
+        return (None, None) if row is None else (row.acknowledged_by, as_utc(row.acknowledged_at))
 
     # -- reading ---------------------------------------------------------------------------
     def get(self, alarm_id: int) -> AlarmInfo | None:

@@ -232,13 +232,17 @@ class Alarm(Base):
 
 
 class AlarmEvent(Base):
-    """Something to tell about an alarm (raised, acknowledged, escalated); the id is the SSE event id."""
+    """Something to tell a site: about an alarm (raised, acknowledged, escalated) or a signed
+    report (``report``, ``report_ack``); the id is the SSE event id."""
 
     __tablename__ = "alarm_events"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     kind: Mapped[str] = mapped_column(String(20))
-    alarm_id: Mapped[int] = mapped_column(ForeignKey("alarms.id"))
+    #: The alarm of an alarm event; None for a report's.
+    alarm_id: Mapped[int | None] = mapped_column(ForeignKey("alarms.id"))
+    #: The case the event is about (set on every event written since revision 0005).
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"), index=True)
     site_ids: Mapped[list[int]] = mapped_column(JSON)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -357,6 +361,9 @@ class Report(Base):
     signed_content: Mapped[str | None] = mapped_column(Text)
     pdf_key: Mapped[str | None] = mapped_column(String(512))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    #: Who at the clinic acknowledged receiving this signed version (``device:NAME`` for a device), and when.
+    acknowledged_by: Mapped[str | None] = mapped_column(String(200))
+    acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class AuditEntry(Base):

@@ -112,6 +112,18 @@ async def amend(case_id: int, body: AmendBody, system: SystemDep, user: UserDep,
                                    body.reason, body.measurements, address)
 
 
+class AckBody(BaseModel):
+    version: int | None = Field(None, ge=1, description="the signed version being acknowledged (default: the latest)")
+
+
+@router.post("/cases/{case_id}/report/ack")
+def acknowledge_report(case_id: int, system: SystemDep, caller: PrincipalDep, address: AddressDep,
+                       body: AckBody | None = None) -> dict[str, Any]:
+    """The clinic (its people or its devices) confirms receiving the latest signed version;
+    recorded once, audited and pushed as a ``report_ack`` event. 409 when ``version`` was replaced."""
+    return system.review.acknowledge_report(caller, case_id, body.version if body else None, address)
+
+
 @router.get("/cases/{case_id}/report.pdf")
 async def report_pdf(case_id: int, system: SystemDep, caller: PrincipalDep, address: AddressDep) -> Response:
     """The latest signed version as PDF."""
