@@ -219,6 +219,11 @@ def test_clinic_uploads_reader_signs_clinic_downloads(browser, site) -> None:
     detail = clinic.page.wait_for_selector(f'tr[data-report-of="{case_id}"]')
     assert "电轴左偏" in detail.inner_text() and "LVH" in detail.inner_text()
     clinic.screenshot("clinic")
+    # the clinic confirms it has the (amended) report: recorded once, for version 2
+    clinic.page.click(f'#cases tr[data-case-id="{case_id}"] button.ack-report')
+    clinic.page.wait_for_selector(f'#cases tr[data-case-id="{case_id}"] .report-acked')
+    acked = clinic.page.request.get(f"/api/v1/cases/{case_id}/report").json()
+    assert acked["version"] == 2 and acked["acknowledged_by"] == "clinic-a1"
 
     clinic.check_clean()
     reader.check_clean()

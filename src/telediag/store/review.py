@@ -140,10 +140,16 @@ _RANK = when((Case.priority == "critical", 0), (Case.priority == "urgent", 1), e
 
 @dataclass(frozen=True)
 class CaseScope:
-    """Which cases a caller may see: a site's own, a center's (routed there now or before), or all."""
+    """Which cases a caller may see: a site's own, a center's (routed there now or before), the
+    cases of a set of sites, or all.
+
+    ``sites`` is what a DICOM device querying or retrieving sees: its site and the sites below
+    it (a county PACS its townships' studies), whatever route their cases took.
+    """
 
     own_site: int | None = None
     center: int | None = None
+    sites: frozenset[int] | None = None
 
     def clause(self):
         if self.own_site is not None:
@@ -151,6 +157,8 @@ class CaseScope:
         if self.center is not None:
             return or_(Case.route_site_id == self.center,
                        Case.id.in_(select(CaseRoute.case_id).where(CaseRoute.site_id == self.center)))
+        if self.sites is not None:
+            return Case.site_id.in_(sorted(self.sites))
         return True
 
 
@@ -199,6 +207,13 @@ class QueueRepository:
                                      .order_by(Alarm.id)):
                 alarms.setdefault(a.case_id, []).append({"id": a.id, "type": a.type, "severity": a.severity,
                                                          "text": a.text, "text_zh": a.text_zh, "state": a.state})
+        signed: dict[int, Report] = {}  # each reported case's latest signed version
+        reported = [r[0].id for r in rows if r[0].review_state == ReviewState.REPORTED.value]
+        if reported:
+            for r in self._s.scalars(select(Report).where(Report.case_id.in_(reported),
+                                                          Report.state == ReportState.SIGNED.value)
+                                     .order_by(Report.version)):
+                signed[r.case_id] = r
         now = utcnow()
         items = []
         for c, site_name, route_name, holder_name, patient in rows:
@@ -214,6 +229,10 @@ class QueueRepository:
                 "patient": None if patient is None else {"patient_key": patient.patient_key, "name": patient.name,
                                                          "sex": patient.sex, "birth_date": patient.birth_date},
                 "alarms": alarms.get(c.id, []),
+                "report": None if c.id not in signed else {
+                    "version": signed[c.id].version, "acknowledged_by": signed[c.id].acknowledged_by,
+                    "acknowledged_at": as_utc(signed[c.id].acknowledged_at).isoformat()
+                    if signed[c.id].acknowledged_at else None},
             })
         return items, total
 

@@ -1,8 +1,9 @@
-"""Critical-value alarms for the devices and the people of a site: list, show,
-acknowledge, and the Server-Sent Events stream.
+"""Critical-value alarms for the devices and the people of a site: list, show, acknowledge,
+and the Server-Sent Events stream.
 
-The stream (``GET /api/v1/alarms/stream``) sends ``alarm``, ``ack`` and ``escalation`` events
-of the caller's site and of the sites below it, each with ``id:`` = the event's id; a client
+The stream (``GET /api/v1/alarms/stream``) sends ``alarm``, ``ack`` and ``escalation`` events,
+and ``report`` (a signed report or amendment) and ``report_ack`` events, of the caller's site
+and of the sites below it, each with ``id:`` = the event's id; a client
 that reconnects with ``Last-Event-ID`` first gets what it missed, from the database, so a
 reconnect to another API process loses nothing either.
 """

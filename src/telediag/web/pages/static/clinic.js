@@ -30,6 +30,27 @@ function reportRow(c) {
     el("p", { class: "muted small" }, t("cases.signedBy", { who: r.signed_by ?? "", time: fmtTime(r.signed_at), version: r.version }))));
 }
 
+/** The clinic confirms it has the signed version it was shown (a later amendment needs its own). */
+function receipt(c) {
+  const r = c.report;
+  if (!r) return null;
+  if (r.acknowledged_at) {
+    return el("div", { class: "muted small report-acked" }, t("cases.ackedBy", { who: r.acknowledged_by, time: fmtTime(r.acknowledged_at) }));
+  }
+  return el("div", {}, el("span", { class: "badge unacked" }, t("cases.unacked")), " ",
+    el("button", { type: "button", class: "ack-report", on: { click: async (ev) => {
+      setBusy(ev.target, true);
+      try {
+        await api(`/api/v1/cases/${c.case_id}/report/ack`, { method: "POST", json: { version: r.version } });
+        refreshNow();
+      } catch (err) {
+        toast(errorText(err), "error");
+      } finally {
+        setBusy(ev.target, false);
+      }
+    } } }, t("cases.ack")));
+}
+
 async function toggleReport(caseId) {
   if (shown.has(caseId)) {
     shown.delete(caseId);
@@ -55,6 +76,7 @@ function renderCases() {
       on: { click: () => toggleReport(c.case_id).catch((err) => toast(errorText(err), "error")) } },
     t(shown.has(c.case_id) ? "cases.hide" : "cases.show")), " ",
     el("a", { class: "pdf-link", href: `/api/v1/cases/${c.case_id}/report.pdf`, download: `report-${c.case_id}.pdf` }, t("cases.pdf")),
+    receipt(c),
   ] : "")),
   shown.has(c.case_id) ? reportRow(c) : null].filter(Boolean)));
   $("cases-empty").hidden = cases.length > 0;

@@ -130,7 +130,7 @@ export function poll(fn, ms) {
 export function alarmStream(onEvent) {
   if (!("EventSource" in window)) return;
   const source = new EventSource("/api/v1/alarms/stream", { withCredentials: true });
-  for (const kind of ["alarm", "ack", "escalation"]) {
+  for (const kind of ["alarm", "ack", "escalation", "report", "report_ack"]) {
     source.addEventListener(kind, (ev) => {
       let data = null;
       try {
