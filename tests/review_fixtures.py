@@ -1,10 +1,10 @@
 """A two-county network with one person per role, served on loopback: the review tests' world.
 
 Prefecture Center
-├── County A: reader ``ra`` (ECG), reader ``ra2`` (ECG), admin ``ca``
+├── County A: reader ``ra`` (ECG), reader ``ra2`` (ECG), reader ``ri`` (imaging), admin ``ca``
 │   ├── Township A1: clinic ``c1``, cart ``cart-a1``
 │   └── Township A2: clinic ``c2``, cart ``cart-a2``
-└── County B: reader ``rb`` (ECG)
+└── County B: reader ``rb`` (ECG): its imaging cases go up to the prefecture
     └── Township B1: cart ``cart-b1``
 prefecture: reader ``rp`` (ECG, imaging), network admin ``admin``
 """
@@ -29,6 +29,7 @@ PASSWORD = "correct horse battery"
 USERS = {  # username: (role, site, qualified)
     "ra": ("reader", "County A", ("ecg",)),
     "ra2": ("reader", "County A", ("ecg",)),
+    "ri": ("reader", "County A", ("imaging",)),
     "rb": ("reader", "County B", ("ecg",)),
     "rp": ("reader", "Prefecture Center", ("ecg", "imaging")),
     "c1": ("clinic", "Township A1", ()),

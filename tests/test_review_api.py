@@ -125,7 +125,7 @@ def test_claim_draft_sign_amend_and_verify(review_world: ReviewWorld) -> None:
     # Anyone can rebuild the canonical content (docs/review-api.md) and check digest and signature.
     case = w.call("GET", base, user="c1").json()
     content = {"case_id": case_id, "version": 1, "replaces": None, "site_id": case["site_id"],
-               "patient_key": case["patient"]["patient_key"], "statements": body["statements"],
+               "patient_key": case["patient"]["patient_key"], "statements": body["statements"], "findings": "",
                "conclusion": body["conclusion"], "measurements": proposal["measurements"], "signed_by": "ra",
                "signed_at": s["signed_at"]}
     digest = hashlib.sha256(canonical_json(content)).digest()

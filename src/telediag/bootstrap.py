@@ -17,7 +17,7 @@ import dramatiq
 from telediag.analysis import AnalysisContext, run_analysis_job
 from telediag.config import Settings
 from telediag.domain import AlarmEventsRecorded, DeviceIdentity, Event, ObjectStored, PushChannel
-from telediag.ingest import IngestService, StorageSCP
+from telediag.ingest import IngestService, QueryService, StorageSCP
 from telediag.messagebus import MessageBus, RelayBus
 from telediag.network import KeyVault, device_by_ae_title
 from telediag.push import (PUSH_QUEUE, AlarmFeed, Channel, DeliveryRunner, MqttChannel, PushSweeper, WebhookChannel,
@@ -148,9 +148,10 @@ class System:
 
     @cached_property
     def review(self) -> ReviewService:
-        """The review stage; a signed report is pushed to its clinic over the alarm channels."""
+        """The review stage; a signed report is pushed to its clinic over the alarm channels and
+        filed back into its study through the ingest use case."""
         return ReviewService(self.db, self.store, self.vault, claim_lease_s=self.settings.claim_lease_s,
-                             bus=self.bus, channels=self.push_channels)
+                             bus=self.bus, channels=self.push_channels, archive=self.ingest.ingest_dicom)
 
     def review_sweeper(self) -> ReviewSweeper:
         return ReviewSweeper(self.review, self.settings.review_sweep_interval_s)
@@ -160,9 +161,11 @@ class System:
         return device_by_ae_title(self.db, calling_ae_title)
 
     def storage_scp(self, host: str | None = None) -> StorageSCP:
+        """The DICOM SCP: C-STORE into ingest, and C-FIND/GET/MOVE over the catalog on the same AE."""
         s = self.settings
         return StorageSCP(self.ingest, self.authorize, ae_title=s.ae_title, host=host or s.dicom_host,
-                          port=s.dicom_port, max_object_bytes=s.max_dicom_bytes)
+                          port=s.dicom_port, max_object_bytes=s.max_dicom_bytes,
+                          queries=QueryService(self.db, self.store))
 
     # -- workers ---------------------------------------------------------------------------
 

@@ -310,7 +310,7 @@ def test_previous_ecg_opens_beside_the_current_one(browser, site, tmp_path) -> N
     reader.check_clean()
 
 
-def test_imaging_case_without_a_preview(browser, site, api) -> None:
+def test_imaging_case_is_viewed_in_its_windows_and_reported(browser, site, api) -> None:
     import httpx
 
     network, _ = api
@@ -322,9 +322,34 @@ def test_imaging_case_without_a_preview(browser, site, api) -> None:
     reader = Session(browser, site)
     reader.login("reader-a")
     reader.page.wait_for_selector(f'.queue-item[data-case-id="{case_id}"]').click()
-    # the preview route may not exist: the viewer says so instead of failing
-    status = reader.page.wait_for_selector(".image-viewer .viewer-status:not(:empty)")
-    assert "预览" in status.inner_text() or reader.page.get_attribute(".image-canvas", "data-image-loaded") == "true"
+    canvas = reader.page.wait_for_selector('.image-canvas[data-image-loaded="true"]')
+    assert "CT 128×128" in reader.page.inner_text(".imaging-facts")
+    grey = "c => Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data).reduce((a, b) => a + b, 0)"
+    default = canvas.evaluate(grey)
+
+    # a CT preset is rendered by the server in Hounsfield units, as is a window dragged on the image
+    reader.page.select_option(".wl-presets", "ct:lung")
+    reader.page.wait_for_selector('.image-canvas[data-window="-600,1500"]')
+    assert canvas.evaluate(grey) != default
+    assert any("wc=-600" in u and "ww=1500" in u for u in reader.requests)
+    box = canvas.bounding_box()
+    reader.page.mouse.move(box["x"] + 20, box["y"] + 20)
+    reader.page.mouse.down()
+    reader.page.mouse.move(box["x"] + 120, box["y"] + 20, steps=5)
+    reader.page.mouse.up()
+    reader.page.wait_for_function("() => { const w = document.querySelector('.image-canvas').dataset.window;"
+                                  " return w && Number(w.split(',')[1]) > 1500; }")
+
+    # the report is a findings / impression pair: no statement picker, no measurements
+    assert reader.page.is_visible("#findings") and reader.page.is_hidden("#chosen-statements")
+    assert reader.page.inner_text('label[for="conclusion"]') == "诊断意见"
+    reader.page.fill("#findings", "右下肺实变。")
+    reader.page.fill("#conclusion", "社区获得性肺炎。")
+    reader.page.click("#btn-sign")
+    reader.page.wait_for_selector("#signature:not([hidden])")
+    report = reader.page.request.get(f"/api/v1/cases/{case_id}/report").json()
+    assert (report["state"], report["findings"], report["conclusion"]) == ("signed", "右下肺实变。", "社区获得性肺炎。")
+    reader.screenshot("imaging-report-signed")
     reader.check_clean()
 
 

@@ -14,7 +14,7 @@ from telediag.cli import admin, people, serve, tools
 def _logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("pynetdicom", "dramatiq", "pika", "urllib3", "alembic", "httpx"):
+    for noisy in ("pynetdicom", "dramatiq", "pika", "urllib3", "alembic", "httpx", "fontTools"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -128,6 +128,17 @@ def cmd_device_rotate_key(args: argparse.Namespace) -> int:
     return 0
 
 
+@_guarded
+def cmd_device_set_destination(args: argparse.Namespace) -> int:
+    from telediag.network.services import set_device_destination
+
+    host = None if args.host.lower() == "none" else args.host
+    device = set_device_destination(database(args), args.name, host, args.port)
+    print(f"device {args.name!r} (AE {device.ae_title}) " + (f"receives C-MOVEs at {host}:{args.port}" if host
+                                                              else "is no longer a C-MOVE destination"))
+    return 0
+
+
 # -- jobs and quarantine -------------------------------------------------------------------------
 def cmd_jobs(args: argparse.Namespace) -> int:
     with database(args).uow() as uow:
@@ -182,6 +193,11 @@ def add_commands(sub) -> None:
         leaf(device, action, f"{action} a device", cmd_device_active).add_argument("name")
     leaf(device, "rotate-key", "give a device a new API key (printed once)", cmd_device_rotate_key) \
         .add_argument("name")
+    p = leaf(device, "set-destination", "make a device with an AE title (a viewer, a PACS) a C-MOVE destination "
+                                        "at HOST PORT", cmd_device_set_destination)
+    p.add_argument("name")
+    p.add_argument("host", help="where the device listens for DICOM; 'none' removes the destination")
+    p.add_argument("port", type=int, nargs="?", help="its DICOM port")
 
     p = leaf(sub, "jobs", "list analysis jobs (e.g. --state dead for the dead-letter list)", cmd_jobs)
     p.add_argument("--state", choices=[s.value for s in JobState])

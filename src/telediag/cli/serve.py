@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import threading
@@ -23,9 +24,17 @@ def _wait_for_signal() -> None:
 def _serve_http(system, settings: Settings) -> None:
     import uvicorn
 
+    from telediag.review.pdf import prepare_fonts
     from telediag.web import create_app
 
-    uvicorn.run(create_app(system), host=settings.http_host, port=settings.http_port, log_level="warning")
+    app = create_app(system)
+    # The report font is cut down once per process (a few seconds): now, not in the first signature.
+    threading.Thread(target=prepare_fonts, name="telediag-fonts", daemon=True).start()
+    # Everything built so far lives as long as the process: moving it out of the collector's
+    # generations keeps full collections (pauses of 200 ms in a queue request) short.
+    gc.collect()
+    gc.freeze()
+    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_level="warning")
 
 
 def cmd_up(args: argparse.Namespace) -> int:

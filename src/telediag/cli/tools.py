@@ -11,7 +11,7 @@ from telediag.cli.common import data_dir_option, port_options, settings_from
 
 #: benchmark name -> module under telediag.bench with a ``main(argv)``
 BENCHMARKS = {"ingest": "ingest", "qrs": "qrs", "measure": "measure", "rhythm": "rhythm", "alarms": "alarms",
-              "imaging": "imaging", "push": "push"}
+              "imaging": "imaging", "push": "push", "review": "review", "dicomweb": "dicomweb"}
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:

@@ -145,12 +145,15 @@ def canonical_json(content: dict[str, Any]) -> bytes:
 
 
 def report_content(*, case_id: int, version: int, replaces: int | None, site_id: int, patient_key: str | None,
-                   statements: list[str], conclusion: str, measurements: dict[str, Any], signed_by: str,
-                   signed_at: datetime) -> dict[str, Any]:
-    """What a reader's signature covers: the whole diagnostic content and who signed it when."""
+                   statements: list[str], findings: str, conclusion: str, measurements: dict[str, Any],
+                   signed_by: str, signed_at: datetime) -> dict[str, Any]:
+    """What a reader's signature covers: the whole diagnostic content and who signed it when.
+    ``findings`` is an imaging report's free text (its ``conclusion`` is the impression); an
+    ECG report signs it empty, so both kinds verify with one canonical form."""
     return {"case_id": case_id, "version": version, "replaces": replaces, "site_id": site_id,
-            "patient_key": patient_key, "statements": list(statements), "conclusion": conclusion,
-            "measurements": measurements, "signed_by": signed_by, "signed_at": utc_seconds(signed_at)}
+            "patient_key": patient_key, "statements": list(statements), "findings": findings,
+            "conclusion": conclusion, "measurements": measurements, "signed_by": signed_by,
+            "signed_at": utc_seconds(signed_at)}
 
 
 def report_digest(content: dict[str, Any]) -> bytes:
@@ -226,10 +229,12 @@ class ReportVersion:
     signature: str | None
     signed_content: str | None
     pdf_key: str | None
+    #: An imaging report's free-text findings (empty for an ECG report).
+    findings: str = ""
 
     def as_json(self) -> dict[str, Any]:
         return {"version": self.version, "state": self.state.value, "statements": list(self.statements),
-                "conclusion": self.conclusion, "measurements": self.measurements, "author": self.author,
-                "replaces": self.replaces, "reason": self.reason, "signed_by": self.signed_by,
+                "findings": self.findings, "conclusion": self.conclusion, "measurements": self.measurements,
+                "author": self.author, "replaces": self.replaces, "reason": self.reason, "signed_by": self.signed_by,
                 "signed_at": utc_seconds(self.signed_at) if self.signed_at else None, "sha256": self.sha256,
                 "signature": self.signature}

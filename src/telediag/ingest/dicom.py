@@ -7,9 +7,11 @@ township rather than vanish.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import logging
+import re
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ import pydicom
 from pydicom.charset import convert_encodings, default_encoding
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.uid import UID
 from pydicom.values import convert_DA_string, convert_PN, convert_string, convert_text, convert_UI
 
@@ -57,7 +60,12 @@ IMAGE_SOP_CLASSES: dict[str, str] = {
     "1.2.840.10008.5.1.4.1.1.7.4": "Multi-frame True Color Secondary Capture Image Storage",
 }
 
-ACCEPTED_SOP_CLASSES: dict[str, str] = {**ECG_SOP_CLASSES, **IMAGE_SOP_CLASSES}
+#: Documents a study holds beside its images and ECGs: signed reports filed back into their study.
+DOCUMENT_SOP_CLASSES: dict[str, str] = {
+    "1.2.840.10008.5.1.4.1.1.104.1": "Encapsulated PDF Storage",
+}
+
+ACCEPTED_SOP_CLASSES: dict[str, str] = {**ECG_SOP_CLASSES, **IMAGE_SOP_CLASSES, **DOCUMENT_SOP_CLASSES}
 
 
 class InvalidObject(ValueError):
@@ -78,6 +86,21 @@ class DicomInfo:
     patient_name: str | None
     patient_sex: str | None
     patient_birth_date: str | None
+    #: What the study catalog (QIDO-RS, C-FIND) matches and returns; None when absent or
+    #: malformed, which never refuses an object: they describe it, they do not file it.
+    study_date: str | None = None
+    study_time: str | None = None
+    accession_number: str | None = None
+    study_description: str | None = None
+    referring_physician_name: str | None = None
+    study_id: str | None = None
+    series_number: int | None = None
+    series_description: str | None = None
+    instance_number: int | None = None
+    #: Images only: from the pixel check, which reads past the header anyway.
+    rows: int | None = None
+    columns: int | None = None
+    number_of_frames: int | None = None
 
     @property
     def is_ecg(self) -> bool:
@@ -91,6 +114,61 @@ def _text(value: Any) -> str | None:
     """A decoded value as stored text: surrounding spaces dropped, empty as None."""
     text = str(value).strip() if value not in (None, "") else ""
     return text or None
+
+
+#: Widths the catalog keeps (the columns' widths; longer values, against the standard, are clipped).
+_TEXT_WIDTH, _CODE_WIDTH = 200, 64
+_IS_RANGE = (-(2**31), 2**31 - 1)
+_DATE = re.compile(r"\d{8}")
+_TIME = re.compile(r"(\d{2}|\d{4}|\d{6})(\.\d{1,6})?")
+
+
+def _catalog_value(get: _Getter, keyword: str) -> Any:
+    """An attribute as ``get`` decodes it, or None when it cannot be decoded: a catalog
+    attribute describes an object and must never be the reason one is refused."""
+    try:
+        return get(keyword)
+    except Exception:  # pydicom's converters raise what their VR's class raises
+        return None
+
+
+def _joined(value: Any, width: int) -> str | None:
+    """Text as stored: several values joined by backslash as sent, clipped to ``width``."""
+    if isinstance(value, (list, tuple, MultiValue)):
+        value = "\\".join(str(v) for v in value)
+    text = _text(value)
+    return text[:width] if text else None
+
+
+def _person(value: Any) -> str | None:
+    """A PN as stored, None when it has no name in it (only component separators)."""
+    text = _joined(value, _TEXT_WIDTH)
+    return text if text and text.strip("^= ") else None
+
+
+def _date(value: Any) -> str | None:
+    """A DA as YYYYMMDD (ACR-NEMA's YYYY.MM.DD too), None for anything else, so that ranges
+    compare as strings."""
+    text = (_joined(value, _CODE_WIDTH) or "").replace(".", "")
+    return text if _DATE.fullmatch(text) else None
+
+
+def _time(value: Any) -> str | None:
+    """A TM as HHMMSS[.FFFFFF] (colons dropped, minutes and seconds padded with zeros), so
+    that ranges compare as strings."""
+    match = _TIME.fullmatch((_joined(value, _CODE_WIDTH) or "").replace(":", ""))
+    return None if match is None else match.group(1).ljust(6, "0") + (match.group(2) or "")
+
+
+def _number(value: Any) -> int | None:
+    """An IS (its first value) as an int within the VR's range, else None."""
+    if isinstance(value, (list, tuple, MultiValue)):
+        value = value[0] if value else None
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        return None
+    return number if _IS_RANGE[0] <= number <= _IS_RANGE[1] else None
 
 
 def _require_part10(data: bytes) -> None:
@@ -127,8 +205,9 @@ def read_part10(data: bytes) -> Dataset:
     return ds
 
 
-def _check_pixels(ds: Dataset) -> None:
-    """Refuse image objects whose pixel data is shorter than their header promises."""
+def _check_pixels(ds: Dataset) -> tuple[int, int, int]:
+    """Refuse image objects whose pixel data is shorter than their header promises; return
+    (rows, columns, frames) for the catalog."""
     if "PixelData" not in ds:
         raise InvalidObject("image object has no Pixel Data")
     ts = UID(ds.file_meta.get("TransferSyntaxUID", "1.2.840.10008.1.2.1"))
@@ -150,7 +229,7 @@ def _check_pixels(ds: Dataset) -> None:
             raise InvalidObject(f"encapsulated Pixel Data is malformed: {exc}") from exc
         if n < frames:
             raise InvalidObject(f"encapsulated Pixel Data holds {n} of {frames} frames")
-        return
+        return rows, cols, frames
     expected = rows * cols * spp * frames * bits // 8
     if ds.get("PhotometricInterpretation") == "YBR_FULL_422":
         expected = expected * 2 // 3
@@ -158,6 +237,17 @@ def _check_pixels(ds: Dataset) -> None:
     if actual < expected:
         raise InvalidObject(f"Pixel Data is {actual} bytes, {expected} expected for "
                             f"{frames} frame(s) of {rows}x{cols}x{spp} at {bits} bits: truncated")
+    return rows, cols, frames
+
+
+def _check_document(ds: Dataset) -> None:
+    """Refuse an encapsulated document that does not hold the document it describes."""
+    document = ds.get("EncapsulatedDocument")
+    if not document:
+        raise InvalidObject("encapsulated document object has no Encapsulated Document")
+    length = _number(ds.get("EncapsulatedDocumentLength"))
+    if length is not None and length > len(document):
+        raise InvalidObject(f"Encapsulated Document is {len(document)} bytes, its length says {length}: truncated")
 
 
 def _header(data: bytes) -> Dataset:
@@ -215,8 +305,8 @@ def _decode(raw: bytes | None, vr: bytes, encodings: Sequence[str]) -> Any:
         return None
     if vr == b"PN":
         return convert_PN(raw, encodings)
-    if vr == b"LO":
-        return convert_text(raw, encodings, "LO")
+    if vr in (b"LO", b"SH"):
+        return convert_text(raw, encodings, vr.decode())
     if vr == b"UI":
         return _uid(raw)
     if vr == b"DA":
@@ -293,6 +383,15 @@ def _identify(get: _Getter, get_meta: _Getter, ts: str) -> DicomInfo:
         patient_name=_text(get("PatientName")),
         patient_sex=(_text(get("PatientSex")) or "")[:1] or None,
         patient_birth_date=_text(get("PatientBirthDate")),
+        study_date=_date(_catalog_value(get, "StudyDate")),
+        study_time=_time(_catalog_value(get, "StudyTime")),
+        accession_number=_joined(_catalog_value(get, "AccessionNumber"), _CODE_WIDTH),
+        study_description=_joined(_catalog_value(get, "StudyDescription"), _TEXT_WIDTH),
+        referring_physician_name=_person(_catalog_value(get, "ReferringPhysicianName")),
+        study_id=_joined(_catalog_value(get, "StudyID"), _CODE_WIDTH),
+        series_number=_number(_catalog_value(get, "SeriesNumber")),
+        series_description=_joined(_catalog_value(get, "SeriesDescription"), _TEXT_WIDTH),
+        instance_number=_number(_catalog_value(get, "InstanceNumber")),
     )
 
 
@@ -348,6 +447,9 @@ def inspect(data: bytes, thorough: bool = False) -> DicomInfo:
                 read_dicom_waveform(ds if thorough else read_part10(data))
             except WaveformError as exc:
                 raise InvalidObject(f"ECG waveform is invalid: {exc}") from exc
-    else:
-        _check_pixels(ds if thorough else read_part10(data))
-    return info
+        return info
+    if info.sop_class_uid in DOCUMENT_SOP_CLASSES:
+        _check_document(ds if thorough else read_part10(data))
+        return info
+    rows, columns, frames = _check_pixels(ds if thorough else read_part10(data))
+    return dataclasses.replace(info, rows=rows, columns=columns, number_of_frames=frames)

@@ -34,13 +34,16 @@ _GROUP_TAGS = {
     0x54001006: "WaveformSampleInterpretation",
     0x54001010: "WaveformData",
 }
-#: Top-level elements an object is filed by, with the VR pydicom decodes each as:
-#: SpecificCharacterSet, SOPClassUID, SOPInstanceUID, Modality, PatientName, PatientID,
-#: PatientBirthDate, PatientSex, StudyInstanceUID, SeriesInstanceUID.
+#: Top-level elements an object is filed and catalogued by, with the VR pydicom decodes each as:
+#: SpecificCharacterSet, SOPClassUID, SOPInstanceUID, StudyDate, StudyTime, AccessionNumber,
+#: Modality, ReferringPhysicianName, StudyDescription, SeriesDescription, PatientName,
+#: PatientID, PatientBirthDate, PatientSex, StudyInstanceUID, SeriesInstanceUID, StudyID,
+#: SeriesNumber, InstanceNumber.
 HEADER_VRS: dict[int, bytes] = {
-    0x00080005: b"CS", 0x00080016: b"UI", 0x00080018: b"UI", 0x00080060: b"CS",
+    0x00080005: b"CS", 0x00080016: b"UI", 0x00080018: b"UI", 0x00080020: b"DA", 0x00080030: b"TM",
+    0x00080050: b"SH", 0x00080060: b"CS", 0x00080090: b"PN", 0x00081030: b"LO", 0x0008103E: b"LO",
     0x00100010: b"PN", 0x00100020: b"LO", 0x00100030: b"DA", 0x00100040: b"CS",
-    0x0020000D: b"UI", 0x0020000E: b"UI",
+    0x0020000D: b"UI", 0x0020000E: b"UI", 0x00200010: b"SH", 0x00200011: b"IS", 0x00200013: b"IS",
 }
 #: The reference for those values is pydicom's ``read_partial`` up to the end of group 0020,
 #: so only elements before the first one past it count.

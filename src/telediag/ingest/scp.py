@@ -1,5 +1,8 @@
 """DICOM storage SCP, an entry point: township carts and modalities push objects here with C-STORE.
 
+Given a :class:`~telediag.ingest.query.QueryService`, the same AE also answers C-FIND, C-GET
+and C-MOVE (:mod:`telediag.ingest.qr`), behind the same ``authorize`` whitelist.
+
 It only translates between DIMSE and the ingest use case. Each received object goes to
 :meth:`IngestService.ingest_dicom` exactly as received
 (the encoded data set bytes from the wire, behind a Part 10 preamble and file meta;
@@ -56,6 +59,8 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from telediag.domain import DeviceIdentity
 from telediag.ingest.dicom import ECG_SOP_CLASSES, IMAGE_SOP_CLASSES, InvalidObject
+from telediag.ingest.qr import QUERY_RETRIEVE_SOP_CLASSES, QueryRetrieveSCP, dimse_status, error_comment
+from telediag.ingest.query import QueryService
 from telediag.ingest.service import IngestService, StorageUnavailable
 from telediag.ingest.transport import tune_acceptor
 from telediag.ingest.uids import printable, uid_problem
@@ -91,20 +96,6 @@ _RJ_TEMPORARY_CONGESTION = 0x01
 DEFAULT_MAX_PDU = 256 * 1024
 
 
-def _error_comment(text: str) -> str:
-    """An Error Comment value (LO): at most 64 printable ASCII characters, no backslash."""
-    clean = "".join(c if 32 <= ord(c) < 127 and c != "\\" else "?" for c in text)
-    return clean[:64]
-
-
-def _status(code: int, comment: str | None = None) -> Dataset:
-    ds = Dataset()
-    ds.Status = code
-    if comment:
-        ds.ErrorComment = _error_comment(comment)
-    return ds
-
-
 def storage_contexts() -> list[tuple[str, list[str]]]:
     """(SOP class, transfer syntaxes) pairs the SCP accepts, besides Verification."""
     pairs = [(uid, list(WAVEFORM_TRANSFER_SYNTAXES)) for uid in ECG_SOP_CLASSES]
@@ -125,13 +116,15 @@ class AssociationLimits:
 
 
 class StorageSCP:
-    """pynetdicom storage SCP feeding IngestService."""
+    """pynetdicom storage SCP feeding IngestService; with ``queries``, also the query/retrieve SCP."""
 
     def __init__(self, ingest: IngestService, authorize: Authorize, ae_title: str = "TELEDIAG", host: str = "0.0.0.0",
                  port: int = 11112, max_object_bytes: int = 512 * 1024 * 1024, *,
-                 tune_transport: bool = True, limits: AssociationLimits = AssociationLimits()) -> None:
+                 tune_transport: bool = True, limits: AssociationLimits = AssociationLimits(),
+                 queries: QueryService | None = None) -> None:
         self.ingest, self.authorize = ingest, authorize
         self.ae_title = ae_title.strip().upper()
+        self.query_retrieve = None if queries is None else QueryRetrieveSCP(queries, self._device, self.ae_title)
         self.host, self.port = host, port
         self.max_object_bytes = max_object_bytes
         self.tune_transport = tune_transport
@@ -152,8 +145,14 @@ class StorageSCP:
         ae.maximum_associations = limits.max_associations
         ae.require_called_aet = True  # second line of defence; EVT_REQUESTED checks it first
         ae.add_supported_context(Verification)
+        # With query/retrieve, a C-GET requester may take the SCP role for storage (role
+        # selection) and receive its matches as C-STORE sub-operations on its own association.
+        retrieve = self.query_retrieve is not None
         for sop_class, syntaxes in storage_contexts():
-            ae.add_supported_context(sop_class, syntaxes)
+            ae.add_supported_context(sop_class, syntaxes, scu_role=retrieve or None, scp_role=retrieve or None)
+        if retrieve:
+            for sop_class in QUERY_RETRIEVE_SOP_CLASSES:
+                ae.add_supported_context(sop_class)
         return ae
 
     def start(self) -> None:
@@ -166,13 +165,16 @@ class StorageSCP:
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_CONN_OPEN, self._on_conn_open),
         ]
+        if self.query_retrieve is not None:
+            handlers += self.query_retrieve.handlers()
         ae = self._make_ae()
         self._server = ae.start_server((self.host, self.port), block=False, evt_handlers=handlers)
         self._drop_pdu_loggers(self._server)
         self.port = int(self._server.server_address[1])
         self._stopped.clear()
-        log.info("DICOM storage SCP %s listening on %s:%d (transport tuning %s)", self.ae_title, self.host,
-                 self.port, "on" if self.tune_transport else "off")
+        log.info("DICOM storage SCP %s listening on %s:%d (transport tuning %s, query/retrieve %s)", self.ae_title,
+                 self.host, self.port, "on" if self.tune_transport else "off",
+                 "on" if self.query_retrieve is not None else "off")
 
     def stop(self) -> None:
         """Stop accepting, end running associations and close the port."""
@@ -271,37 +273,37 @@ class StorageSCP:
         device = self._device(event.assoc)
         if device is None:  # cannot happen: associations are only accepted for known devices
             log.error("C-STORE of %s on an association without a device; refused", sop_instance)
-            return _status(STATUS_OUT_OF_RESOURCES, "association has no registered device")
+            return dimse_status(STATUS_OUT_OF_RESOURCES, "association has no registered device")
         body = rq.DataSet.getvalue() if isinstance(rq.DataSet, BytesIO) else bytes(rq.DataSet or b"")
         problem = uid_problem(str(rq.AffectedSOPInstanceUID or ""))
         if problem:  # the file meta is built from it: refuse before anything else looks at it
             log.warning("C-STORE from device %s refused: Affected SOP Instance UID %r %s", device.device_id,
                         printable(str(rq.AffectedSOPInstanceUID or "")), problem)
-            return _status(STATUS_CANNOT_UNDERSTAND, f"Affected SOP Instance UID {problem}")
+            return dimse_status(STATUS_CANNOT_UNDERSTAND, f"Affected SOP Instance UID {problem}")
         if len(body) > self.max_object_bytes:
             log.warning("C-STORE from device %s: %s (%s) refused, %d bytes exceed the %d-byte limit",
                         device.device_id, sop_instance, sop_class, len(body), self.max_object_bytes)
-            return _status(STATUS_TOO_LARGE, f"object exceeds {self.max_object_bytes} bytes")
+            return dimse_status(STATUS_TOO_LARGE, f"object exceeds {self.max_object_bytes} bytes")
         try:
             data = self._part10(event, device, body)
             outcome = self.ingest.ingest_dicom(device, data)
         except InvalidObject as exc:
             log.warning("C-STORE from device %s: %s (%s, %d bytes) refused: %s", device.device_id, sop_instance,
                         sop_class, len(body), exc)
-            return _status(STATUS_CANNOT_UNDERSTAND, str(exc))
+            return dimse_status(STATUS_CANNOT_UNDERSTAND, str(exc))
         except StorageUnavailable as exc:
             log.error("C-STORE from device %s: %s (%d bytes) not stored, storage unavailable: %s",
                       device.device_id, sop_instance, len(body), exc)
-            return _status(STATUS_OUT_OF_RESOURCES, "storage unavailable, retry later")
+            return dimse_status(STATUS_OUT_OF_RESOURCES, "storage unavailable, retry later")
         except Exception as exc:
             log.exception("C-STORE from device %s: %s (%d bytes) failed unexpectedly (%s)", device.device_id,
                           sop_instance, len(body), type(exc).__name__)
-            return _status(STATUS_OUT_OF_RESOURCES, "internal error, retry later")
+            return dimse_status(STATUS_OUT_OF_RESOURCES, "internal error, retry later")
         log.info("C-STORE from device %s: %s (%s, ts %s, %d bytes) %s as object %s case %s in %.1f ms",
                  device.device_id, sop_instance, sop_class, event.context.transfer_syntax, len(body),
                  outcome.status, outcome.object_id, outcome.case_id, (time.perf_counter() - started) * 1000)
         if outcome.status == "quarantined":
-            return _status(STATUS_WARNING_NOT_ADDED, "differs from stored instance; quarantined")
+            return dimse_status(STATUS_WARNING_NOT_ADDED, "differs from stored instance; quarantined")
         return STATUS_SUCCESS
 
     @staticmethod
@@ -334,7 +336,7 @@ def _answer_invalid_store_requests(assoc) -> None:
             if msg.AffectedSOPClassUID is not None:
                 rsp.AffectedSOPClassUID = msg.AffectedSOPClassUID
             rsp.Status = STATUS_CANNOT_UNDERSTAND
-            rsp.ErrorComment = _error_comment(f"request without {', '.join(missing)}")
+            rsp.ErrorComment = error_comment(f"request without {', '.join(missing)}")
             assoc.dimse.send_msg(rsp, context_id)
             return
         serve(msg, context_id)

@@ -136,6 +136,22 @@ def set_site_webhook(db: Database, name: str, url: str | None, secret: str | Non
     return secret if url else None
 
 
+def set_device_destination(db: Database, name: str, host: str | None, port: int | None = None) -> DeviceInfo:
+    """Make a device (a viewer, a PACS) a C-MOVE destination: a C-MOVE naming its AE title sends to
+    ``host``:``port``. None removes the address; the device keeps sending and querying as before."""
+    if host is not None:
+        host = host.strip()
+        if not host or port is None or not 0 < port < 65536:
+            raise NetworkError("a DICOM destination needs a host and a port from 1 to 65535")
+    with db.uow() as uow:
+        device = _device(uow, name)
+        if host is not None and not device.ae_title:
+            raise NetworkError(f"device {name!r} has no AE title, which is how a C-MOVE names its destination")
+        uow.devices.set_destination(device.id, host, port if host is not None else None)
+        uow.commit()
+    return device
+
+
 def rotate_device_key(db: Database, name: str) -> str:
     """Give a device a new API key (shown once); the old one stops working at once."""
     api_key, digest = _new_key()

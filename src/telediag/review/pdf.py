@@ -1,4 +1,5 @@
-"""The signed report as PDF: header, patient, measurements, the ECG on paper, statements, signature.
+"""The signed report as PDF: header, patient, measurements, the ECG on paper (an imaging study's
+thumbnail), statements, findings, conclusion (impression), signature.
 
 Why a PDF at all: township clinics print the report for the patient and file it,
 and a county reader's signature must survive printing and forwarding. So the page
@@ -6,7 +7,8 @@ shows what was signed (statements, conclusion, measurements, version) together
 with the digest and the Ed25519 signature, and the ECG as a cardiologist expects
 it on paper: 25 mm/s, 10 mm/mV on a 1 mm / 5 mm grid with a 1 mV calibration pulse,
 the 12 leads in the 3 x 4 layout of 2.5 s per column plus a 10-s lead II rhythm
-strip; other lead sets as stacked strips of up to 10 s.
+strip; other lead sets as stacked strips of up to 10 s. An imaging report shows the study's
+thumbnail where an ECG report has its grid, then the reader's free-text findings and impression.
 
 Chinese text needs a CJK font embedded in the file (the PDF core fonts are
 Latin-1 only). :func:`find_cjk_font` looks for one once per process: the file
@@ -19,11 +21,14 @@ page uses are loaded and embedded (a subset), so a report stays small.
 
 from __future__ import annotations
 
+import atexit
 import functools
+import io
 import logging
 import math
 import os
 import re
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -31,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from PIL import Image
 from fpdf import FPDF
 from fpdf.enums import XPos, YPos
 from fontTools.ttLib import TTFont
@@ -40,7 +46,7 @@ from .statements import Statement
 if TYPE_CHECKING:
     from telediag.ecg import Recording
 
-__all__ = ["ReportDocument", "CjkFont", "render_report_pdf", "find_cjk_font", "FONT_ENV"]
+__all__ = ["ReportDocument", "CjkFont", "render_report_pdf", "report_title", "find_cjk_font", "FONT_ENV"]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +71,7 @@ PAGE_W, MARGIN = 297.0, 10.0
 GRID_X = (PAGE_W - CAL_MM - STRIP_S * SPEED_MM_S) / 2.0
 ECG_TOP = 31.0
 SIGN_COLUMN_MM = 88.0       # the signer's box on the right, beside the statements
+IMAGE_HEIGHT_MM = ECG_HEIGHT_MM   # an imaging study's thumbnail takes the ECG's place
 
 _MINOR_RGB, _MAJOR_RGB, _TRACE_RGB = (250, 205, 205), (238, 140, 140), (0, 0, 0)
 _TEXT = "tx"                # font family name of the embedded CJK font
@@ -83,6 +90,8 @@ _LABELS: dict[str, tuple[str, str]] = {
     "age": ("y", "岁"),
     "statements": ("Diagnosis", "诊断"),
     "conclusion": ("Conclusion", "结论"),
+    "findings": ("Findings", "影像所见"),
+    "impression": ("Impression", "诊断意见"),
     "signed_by": ("Signed by", "签名医师"),
     "signed_at": ("Signed", "签名时间"),
     "beijing": ("China Standard Time", "北京时间"),
@@ -132,6 +141,7 @@ class ReportDocument:
     sha256: str                         # hex digest of the canonical JSON
     signature: str                      # base64
     algorithm: str = "ed25519"
+    findings: str = ""                  # an imaging report's free text; its conclusion is the impression
 
 
 @dataclass(frozen=True)
@@ -204,18 +214,68 @@ def find_cjk_font() -> CjkFont | None:
     return None
 
 
+def _gb2312_level1() -> set[str]:
+    """The 3,755 most common Chinese characters (GB 2312 level 1, rows 16-55)."""
+    return {bytes((hi, lo)).decode("gb2312") for hi in range(0xB0, 0xD8) for lo in range(0xA1, 0xFF)
+            if (hi, lo) < (0xD7, 0xFA)}
+
+
+@functools.lru_cache(maxsize=1)
+def _common_font(font: CjkFont) -> tuple[CjkFont, frozenset[int]] | None:
+    """A copy of ``font`` cut down to ASCII, the labels, the statements and the common Chinese
+    characters, made once per process in the temporary folder: reading the 5 MB collection for
+    every report cost nine tenths of the rendering. A report with a rarer character uses the
+    whole font. None when the copy cannot be made (the whole font is used)."""
+    from fontTools import subset
+
+    from telediag.review.statements import STATEMENTS
+
+    wanted = {chr(c) for c in range(0x20, 0x7F)} | _gb2312_level1()
+    wanted |= {c for table in (_LABELS, _SEX) for en, zh in table.values() for c in en + zh} | {"°", "µ"}
+    wanted |= {c for st in STATEMENTS for c in st.en + st.zh}
+    try:
+        face = TTFont(font.path, fontNumber=font.face)
+        cmap = face.getBestCmap()
+        codes = frozenset(ord(c) for c in wanted if ord(c) in cmap)
+        options = subset.Options()
+        options.name_IDs = ["*"]
+        subsetter = subset.Subsetter(options)
+        subsetter.populate(unicodes=codes)
+        subsetter.subset(face)
+        fd, name = tempfile.mkstemp(prefix="telediag-cjk-", suffix=".ttf")
+        with os.fdopen(fd, "wb") as out:
+            face.save(out)
+    except Exception:  # a font fontTools cannot cut: the whole one still renders
+        log.warning("could not cut the CJK font down; reports use the whole font", exc_info=True)
+        return None
+    atexit.register(os.unlink, name)
+    return CjkFont(Path(name)), codes
+
+
+def prepare_fonts() -> None:
+    """Find and cut the CJK font now (a server calls this at start, so no signature waits for it)."""
+    font = find_cjk_font()
+    if font is not None:
+        _common_font(font)
+
+
 # --------------------------------------------------------------------------
 # Rendering
 # --------------------------------------------------------------------------
 
-def render_report_pdf(doc: ReportDocument, recording: Recording | None) -> bytes:
-    """The report as PDF bytes (A4 landscape); ``recording`` (mV) is drawn for an ECG, None for imaging.
+def render_report_pdf(doc: ReportDocument, recording: Recording | None, image: bytes | None = None) -> bytes:
+    """The report as PDF bytes (A4 landscape); ``recording`` (mV) is drawn for an ECG, ``image``
+    (PNG, the study thumbnail) for imaging, where the ECG grid would be.
 
     The bytes depend only on the arguments and the font found (the PDF's creation date is
     the signing time), so rendering a signed version twice gives the same document.
     """
     font = find_cjk_font()
-    page = _Page(font, _charset(doc, recording))
+    charset = _charset(doc, recording)
+    common = _common_font(font) if font is not None else None
+    if common is not None and charset <= common[1]:
+        font = common[0]
+    page = _Page(font, charset)
     pdf = page.pdf
     pdf.set_title(f"{_LABELS[_title(doc)][0]} - case {doc.case_id}")
     pdf.set_creation_date(_utc(doc.signed_at))
@@ -230,6 +290,8 @@ def render_report_pdf(doc: ReportDocument, recording: Recording | None) -> bytes
         else:
             page.write(MARGIN, y + 4.0, page.label("no_wave"), 9.0)
             y += 8.0
+    elif image is not None:
+        y = _image(pdf, image, ECG_TOP) + 4.0
     _body(page, doc, y)
     return bytes(pdf.output())
 
@@ -318,7 +380,12 @@ def _body(page: _Page, doc: ReportDocument, top: float) -> None:
     for i, s in enumerate(doc.statements, 1):
         page.paragraph(MARGIN + 2.0, width, f"{i}. {s.zh}  {s.en}" if page.cjk else f"{i}. {s.en}", 10.0)
     pdf.set_y(pdf.get_y() + 1.5)
-    page.paragraph(MARGIN, width, f"{page.label('conclusion')}:", 10.0)
+    imaging = doc.exam_kind == "imaging"
+    if imaging or doc.findings:
+        page.paragraph(MARGIN, width, f"{page.label('findings')}:", 10.0)
+        page.paragraph(MARGIN + 2.0, width, doc.findings or "-", 10.0)
+        pdf.set_y(pdf.get_y() + 1.5)
+    page.paragraph(MARGIN, width, f"{page.label('impression' if imaging else 'conclusion')}:", 10.0)
     page.paragraph(MARGIN + 2.0, width, doc.conclusion or "-", 10.0)
 
     y = max(pdf.get_y(), signer_bottom if pdf.page == 1 else 0.0) + 2.0
@@ -370,6 +437,18 @@ def _ecg(pdf: FPDF, rec: Recording, top: float) -> float:
         else:
             for r in range(rows):
                 _trace(pdf, rec, r, 0.0, STRIP_S, x0, baselines[r], rec.leads[r])
+    return top + height
+
+
+def _image(pdf: FPDF, png: bytes, top: float) -> float:
+    """The study thumbnail fitted into the ECG's area, centred; returns its bottom (mm)."""
+    with Image.open(io.BytesIO(png)) as probe:
+        width_px, height_px = probe.size
+    box_w = PAGE_W - 2 * MARGIN
+    scale = min(box_w / width_px, IMAGE_HEIGHT_MM / height_px)
+    width, height = width_px * scale, height_px * scale
+    x = (PAGE_W - width) / 2.0
+    pdf.image(io.BytesIO(png), x=x, y=top, w=width, h=height)
     return top + height
 
 
@@ -467,6 +546,12 @@ def _title(doc: ReportDocument) -> str:
     return "imaging" if doc.exam_kind == "imaging" else "ecg"
 
 
+def report_title(exam_kind: str) -> str:
+    """The report's title in both languages, as its page and its DICOM copy's Document Title say it."""
+    en, zh = _LABELS["imaging" if exam_kind == "imaging" else "ecg"]
+    return f"{zh} {en}"
+
+
 def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
 
@@ -516,7 +601,7 @@ def _measure_line(measurements: Mapping[str, float | None]) -> str:
 def _charset(doc: ReportDocument, recording: Recording | None) -> set[int]:
     """Every character the page may print with the CJK font: its labels, the document's texts, ASCII."""
     texts = [doc.site_name, doc.center_name, doc.patient_key or "", doc.patient_name or "", doc.patient_sex or "",
-             doc.patient_birth_date or "", doc.conclusion, doc.signed_by, doc.algorithm, "°"]
+             doc.patient_birth_date or "", doc.findings, doc.conclusion, doc.signed_by, doc.algorithm, "°"]
     texts += [s.zh + s.en for s in doc.statements]
     texts += [en + zh for en, zh in _LABELS.values()] + [en + zh for en, zh in _SEX.values()]
     texts += list(_MEASURES) + list(doc.measurements)

@@ -8,30 +8,48 @@ its trace and no trace is left of an action that did not happen.
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydicom import dcmread
+
+from telediag import imaging
 from telediag.analysis import load_recording
-from telediag.domain import (AlarmEventsRecorded, AuditBreak, CaseNotVisible, InvalidReport, CaseRef, ClaimConflict,
-                             NotPermitted, Principal, PushChannel, ReportImmutable, ReportState, ReportVersion,
-                             ReviewState, Role, SiteLevel, audit_hash, canonical_json, report_content, report_digest,
-                             utc_seconds)
+from telediag.domain import (QUALIFICATIONS, AlarmEventsRecorded, AuditBreak, CaseNotVisible, InvalidReport, CaseRef,
+                             ClaimConflict, DeviceIdentity, IngestOutcome, MediaType, NotPermitted, Principal,
+                             PushChannel, ReportImmutable, ReportState, ReportVersion, ReviewState, Role, SiteLevel,
+                             audit_hash, canonical_json, report_content, report_digest, utc_seconds)
 from telediag.ecg import MEASUREMENT_KEYS, Recording
 from telediag.messagebus import MessageBus
 from telediag.network import KeyVault
 from telediag.review import statements as catalogue
-from telediag.store import Database, ObjectStore
+from telediag.review.dicom_report import ENCAPSULATED_PDF_STORAGE, encapsulated_report
+from telediag.store import Database, ObjectRef, ObjectStore, ObjectStoreError
 from telediag.store.review import CaseScope
 
 log = logging.getLogger(__name__)
 
 #: Decoded recordings kept per process for the viewer (a 24-hour 3-lead Holter is ~500 MB as float64).
 _DECODED_KEPT = 4
+#: Parsed images kept per process for the viewer's frames and windows (each holds its pixel data).
+_IMAGES_KEPT = 4
+#: Header summaries of images kept per process (a few hundred bytes each; objects never change).
+_IMAGE_FACTS_KEPT = 4096
+#: Modalities of objects in an imaging study that are no images: reports, structured and key-object
+#: documents, presentation states.
+_NOT_IMAGES = frozenset({"DOC", "SR", "KO", "PR"})
+#: The auto window's percentiles (robust to hot pixels and padding), as the preview's own default.
+_AUTO_WINDOW_PERCENTILES = (0.5, 99.5)
+
+#: What stores a Part 10 object into its study as a device: the ingest use case's ``ingest_dicom``.
+StudyArchive = Callable[[DeviceIdentity, bytes], IngestOutcome]
 
 
 def _now() -> datetime:
@@ -45,7 +63,9 @@ class ReviewService:
     A signed version (and each amendment) is pushed to the case's clinic like an alarm: a
     ``report`` event and its outbox deliveries over ``channels`` commit with the signature, and
     ``bus`` gets them after the commit so they go out at once (without a bus the push
-    sweeper sends them)."""
+    sweeper sends them). Its PDF goes back into the case's study as an Encapsulated PDF
+    instance through ``archive`` (the ingest use case, given by ``bootstrap``), so a PACS that
+    pulls the study gets the report; without one, reports stay out of the studies."""
 
     db: Database
     store: ObjectStore
@@ -53,7 +73,10 @@ class ReviewService:
     claim_lease_s: float = 900.0
     bus: MessageBus | None = None
     channels: tuple[PushChannel, ...] = ()
+    archive: StudyArchive | None = None
     _decoded: OrderedDict[int, Recording] = field(default_factory=OrderedDict, init=False, repr=False)
+    _images: OrderedDict[int, imaging.Frames] = field(default_factory=OrderedDict, init=False, repr=False)
+    _image_facts: OrderedDict[int, dict[str, Any]] = field(default_factory=OrderedDict, init=False, repr=False)
     _cache_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     # -- who sees what -------------------------------------------------------------------------
@@ -96,7 +119,7 @@ class ReviewService:
             raise NotPermitted(f"not qualified to read {kind} cases")
 
     # -- lists -----------------------------------------------------------------------------------
-    def queue(self, p: Principal, limit: int = 200) -> dict[str, Any]:
+    def queue(self, p: Principal, limit: int = 50) -> dict[str, Any]:
         """The reader's center's open cases in reading order (severity, deadline, arrival), of
         the kinds the reader is qualified for."""
         self._reader(p)
@@ -125,6 +148,10 @@ class ReviewService:
             self._audit(uow, p, "view", address, case_id)
             uow.commit()
         item = items[0]
+        if ref.kind == "imaging":
+            for obj in view["objects"]:
+                if obj["analysis"] is None and _is_image(obj):
+                    obj["analysis"] = self._imaging_facts(obj)
         view.update({k: item[k] for k in ("site_name", "patient", "alarms")})
         view["review"] = {k: item[k] for k in ("routed_to", "routed_to_name", "review_state", "claimed_by",
                                                "claim_until", "deadline_at")}
@@ -189,6 +216,82 @@ class ReviewService:
         return {"duration_s": rec.duration_s, "lead": rec.leads[index], "min": np.round(lo, 3).tolist(),
                 "max": np.round(hi, 3).tolist()}
 
+    # -- images ----------------------------------------------------------------------------------------
+    def preview(self, p: Principal, case_id: int, object_id: int, frame: int = 0,
+                window: tuple[float, float] | None = None, size: int | None = None,
+                fmt: Literal["png", "jpeg"] = "png") -> bytes:
+        """Frame ``frame`` of one of the case's images rendered for the viewer: in the header's
+        window, or in ``window`` (center, width in modality units: HU for CT) applied to the
+        full-depth pixels, fitted into ``size`` pixels if given. An object with nothing to
+        render (an ECG, a report, a broken image, a frame it does not have) is not found."""
+        with self.db.uow() as uow:
+            self._visible(p, uow.queue.ref(case_id), case_id)
+            found = uow.queue.object_ref(case_id, object_id)
+        if found is None:
+            raise CaseNotVisible(f"case {case_id} has no object {object_id}")
+        frames = self._frames(found[0])
+        render = imaging.render_jpeg if fmt == "jpeg" else imaging.render_png
+        try:
+            return render(frames, frame, window=window, size=size)
+        except imaging.ImageError as exc:
+            raise CaseNotVisible(f"object {object_id} has no image to show: {exc}") from exc
+
+    def thumbnail(self, p: Principal, case_id: int, size: int = 128, fmt: Literal["png", "jpeg"] = "png") -> bytes:
+        """The study thumbnail: the middle frame of the case's first image."""
+        with self.db.uow() as uow:
+            self._visible(p, uow.queue.ref(case_id), case_id)
+            image = self._first_image(uow, case_id)
+        if image is None:
+            raise CaseNotVisible(f"case {case_id} has no image")
+        try:
+            return imaging.thumbnail(self._frames(image), size, fmt=fmt)
+        except imaging.ImageError as exc:
+            raise CaseNotVisible(f"the first image of case {case_id} cannot be shown: {exc}") from exc
+
+    @staticmethod
+    def _first_image(uow, case_id: int) -> ObjectRef | None:
+        view = uow.cases.view(case_id)
+        if view is None or view["kind"] != "imaging":
+            return None
+        first = next((o for o in view["objects"] if _is_image(o)), None)
+        return None if first is None else ObjectRef(first["object_id"], case_id, first["key"], first["sha256"],
+                                                     first["media_type"], None)
+
+    def _frames(self, obj: ObjectRef) -> imaging.Frames:
+        """The parsed image (frames decode on demand); the last few are kept, so scrolling
+        through a multi-frame object or changing its window reads and parses it once."""
+        with self._cache_lock:
+            frames = self._images.get(obj.id)
+        if frames is None:
+            try:
+                frames = imaging.decode_frames(self.store.get(obj.key, obj.sha256))
+            except imaging.ImageError as exc:
+                raise CaseNotVisible(f"object {obj.id} has no image to show: {exc}") from exc
+            with self._cache_lock:
+                self._images[obj.id] = frames
+                while len(self._images) > _IMAGES_KEPT:
+                    self._images.popitem(last=False)
+        return frames
+
+    def _imaging_facts(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        """An image's header summary and quality findings for the case view (``{"imaging": ...}``),
+        computed on first sight and kept (an object's bytes never change); None while the
+        object store cannot be read."""
+        with self._cache_lock:
+            facts = self._image_facts.get(obj["object_id"])
+        if facts is None:
+            try:
+                data = self.store.get(obj["key"], obj["sha256"])
+            except ObjectStoreError:
+                log.warning("could not read image object %s for its header check", obj["object_id"], exc_info=True)
+                return None
+            facts = {"imaging": _image_summary(data, obj.get("modality"))}
+            with self._cache_lock:
+                self._image_facts[obj["object_id"]] = facts
+                while len(self._image_facts) > _IMAGE_FACTS_KEPT:
+                    self._image_facts.popitem(last=False)
+        return facts
+
     # -- claims --------------------------------------------------------------------------------------
     def claim(self, p: Principal, case_id: int, address: str | None = None) -> dict[str, Any]:
         """Take the case (a lease); a reader holds one case at a time."""
@@ -237,8 +340,11 @@ class ReviewService:
         return {"case_id": case_id, "routed_to": to, "routed_to_name": name}
 
     def escalate_overdue(self) -> list[int]:
-        """Move every case whose deadline passed unclaimed up one center (the review sweeper);
-        the conditional update makes concurrent sweepers take each case once."""
+        """Move up one center every case whose deadline passed unclaimed, and every open case of
+        a kind its center has no active reader qualified for (the review sweeper): an imaging
+        case in a county whose readers read ECGs only would otherwise wait out its deadline in
+        a queue nobody there is shown. The conditional update makes concurrent sweepers take
+        each case once."""
         moved = []
         with self.db.uow() as uow:
             for case_id, site_id in uow.queue.overdue(_now()):
@@ -247,10 +353,31 @@ class ReviewService:
                     uow.audit.append(username="system", role="system", action="escalate", case_id=case_id,
                                      detail={"from": site_id, "to": to, "reason": "deadline"})
                     moved.append(case_id)
+            for case_id, site_id in list(self._unreadable(uow)):
+                to = uow.queue.route_up(case_id, site_id, "no_reader", _now())
+                if to is not None:
+                    uow.audit.append(username="system", role="system", action="escalate", case_id=case_id,
+                                     detail={"from": site_id, "to": to, "reason": "no_qualified_reader"})
+                    moved.append(case_id)
             uow.commit()
         if moved:
-            log.info("moved %d overdue case(s) up to the next center", len(moved))
+            log.info("moved %d case(s) up to the next center", len(moved))
         return moved
+
+    @staticmethod
+    def _unreadable(uow, limit: int = 100) -> Iterator[tuple[int, int]]:
+        """(case, its center) of open cases in the queue of a center with a center above it but
+        no active reader qualified for the case's kind."""
+        readers = {(u.site_id, kind) for u in uow.users.list() if u.active and u.role is Role.READER
+                   for kind in u.qualified}
+        for site in uow.sites.list():
+            if site.parent_id is None or site.level == SiteLevel.TOWNSHIP:
+                continue
+            for kind in QUALIFICATIONS:
+                if (site.id, kind) not in readers:
+                    items, _ = uow.queue.items(CaseScope(center=site.id), open_only=True, routed_to=site.id,
+                                               kinds=(kind,), limit=limit)
+                    yield from ((item["case_id"], site.id) for item in items)
 
     # -- reports -------------------------------------------------------------------------------------
     def report(self, p: Principal, case_id: int) -> dict[str, Any]:
@@ -265,19 +392,23 @@ class ReviewService:
             if not reads:
                 raise CaseNotVisible(f"case {case_id} has no signed report yet")
             result = uow.queue.first_analysis(case_id)
-        return {"version": 0, "state": "proposed", "statements": catalogue.propose(result or {}),
+        return {"version": 0, "state": "proposed", "statements": catalogue.propose(result or {}), "findings": "",
                 "conclusion": "", "measurements": _measurements(result), "author": None, "replaces": None,
                 "reason": None, "signed_by": None, "signed_at": None, "sha256": None, "signature": None,
                 "acknowledged_by": None, "acknowledged_at": None}
 
     def save_draft(self, p: Principal, case_id: int, statements: list[str], conclusion: str,
-                   measurements: dict[str, Any] | None = None, address: str | None = None) -> dict[str, Any]:
+                   measurements: dict[str, Any] | None = None, address: str | None = None,
+                   findings: str = "") -> dict[str, Any]:
+        """Write the draft: an ECG report's coded statements and conclusion, an imaging report's
+        free-text findings and impression (its ``conclusion``)."""
         _check_statements(statements)
         with self.db.uow() as uow:
-            self._held(uow, p, case_id)
+            ref = self._held(uow, p, case_id)
+            _check_kind(ref.kind, statements, findings)
             if measurements is None:
                 measurements = _measurements(uow.queue.first_analysis(case_id))
-            draft = uow.reports.save_draft(case_id, p.user_id, statements, conclusion, measurements)
+            draft = uow.reports.save_draft(case_id, p.user_id, statements, findings, conclusion, measurements)
             uow.queue.renew(case_id, p.user_id, self.claim_lease_s, _now())
             self._audit(uow, p, "edit", address, case_id, version=draft.version, statements=list(statements))
             uow.commit()
@@ -296,21 +427,23 @@ class ReviewService:
             self._audit(uow, p, "sign", address, case_id, version=draft.version, sha256=signed["sha256"])
             uow.commit()
         self._announce(pushed)
-        self.render_pdf(case_id, draft.version)
+        self._file(case_id, draft.version)
         return signed
 
     def amend(self, p: Principal, case_id: int, statements: list[str], conclusion: str, reason: str,
-              measurements: dict[str, Any] | None = None, address: str | None = None) -> dict[str, Any]:
+              measurements: dict[str, Any] | None = None, address: str | None = None,
+              findings: str = "") -> dict[str, Any]:
         """A signed correction: a new version pointing at the one it replaces."""
         _check_statements(statements)
         if not reason.strip():
             raise InvalidReport("an amendment needs a reason")
         with self.db.uow() as uow:
             ref = self._held(uow, p, case_id)
+            _check_kind(ref.kind, statements, findings)
             last = uow.reports.latest(case_id)
             if last is None or last.state is not ReportState.SIGNED:
                 raise ReportImmutable("nothing signed to amend: sign the draft instead")
-            draft = uow.reports.add_amendment(case_id, p.user_id, last.version, statements, conclusion,
+            draft = uow.reports.add_amendment(case_id, p.user_id, last.version, statements, findings, conclusion,
                                               measurements if measurements is not None else last.measurements,
                                               reason.strip())
             signed, pushed = self._seal(uow, p, ref, draft)
@@ -318,7 +451,7 @@ class ReviewService:
                         sha256=signed["sha256"])
             uow.commit()
         self._announce(pushed)
-        self.render_pdf(case_id, draft.version)
+        self._file(case_id, draft.version)
         return signed
 
     def _seal(self, uow, p: Principal, ref: CaseRef, draft: ReportVersion
@@ -328,8 +461,8 @@ class ReviewService:
         at = _now().replace(microsecond=0)
         content = report_content(case_id=ref.id, version=draft.version, replaces=draft.replaces, site_id=ref.site_id,
                                  patient_key=ref.patient_key, statements=list(draft.statements),
-                                 conclusion=draft.conclusion, measurements=draft.measurements, signed_by=p.username,
-                                 signed_at=at)
+                                 findings=draft.findings, conclusion=draft.conclusion,
+                                 measurements=draft.measurements, signed_by=p.username, signed_at=at)
         digest = report_digest(content)
         public, sealed = uow.users.keys(p.user_id)
         if sealed is None:
@@ -377,17 +510,25 @@ class ReviewService:
         return {"case_id": case_id, "version": signed.version, "sha256": signed.sha256, "acknowledged_by": ack_by,
                 "acknowledged_at": utc_seconds(ack_at) if ack_at else None}
 
-    # -- the PDF ---------------------------------------------------------------------------------------
+    # -- the PDF and its DICOM copy ----------------------------------------------------------------------
+    def _file(self, case_id: int, version: int) -> None:
+        """After the commit: the PDF into the object store, and then into the case's study."""
+        if self.render_pdf(case_id, version) is not None:
+            self.archive_report(case_id, version)
+
     def render_pdf(self, case_id: int, version: int) -> str | None:
         """Render a signed version to PDF and keep it in the object store (its key), or None
-        when rendering failed (logged; the download renders again)."""
+        when rendering failed (logged; the download renders again). An imaging report shows
+        the study thumbnail."""
         from telediag.review.pdf import render_report_pdf
 
         try:
             with self.db.uow() as uow:
                 doc, found = uow.queue.report_document(case_id, version)
+                doc["document"]["findings"] = uow.reports.get(case_id, version).findings
+                image = self._first_image(uow, case_id)
             recording = load_recording(self.store, *found) if found else None
-            data = render_report_pdf(_document(doc), recording)
+            data = render_report_pdf(_document(doc), recording, self._pdf_image(image))
             key = f"reports/{case_id}/v{version}.pdf"
             self.store.put(key, data, "application/pdf")
             with self.db.uow() as uow:
@@ -396,6 +537,44 @@ class ReviewService:
             return key
         except Exception:
             log.exception("could not render the PDF of case %s version %s", case_id, version)
+            return None
+
+    def _pdf_image(self, image: ObjectRef | None) -> bytes | None:
+        """The study thumbnail a report page shows, or None (the report is printed without it)."""
+        if image is None:
+            return None
+        try:
+            return imaging.thumbnail(self._frames(image), _PDF_IMAGE_PX)
+        except (CaseNotVisible, imaging.ImageError) as exc:
+            log.warning("the report of case %s is printed without its image: %s", image.case_id, exc)
+            return None
+
+    def archive_report(self, case_id: int, version: int) -> int | None:
+        """Store a signed version's PDF into the case's study as an Encapsulated PDF instance
+        through ``archive``, as the device that sent the study, so that it joins the same case
+        (no analysis job: it is no ECG). Returns the object's id, or None when there is no
+        archive, the case is no DICOM study (a WFDB record, a vendor ECG file) or storing
+        failed (logged). Storing the same version again is a re-send: its UIDs and bytes are
+        the same."""
+        if self.archive is None:
+            return None
+        from telediag.review.pdf import report_title
+
+        try:
+            with self.db.uow() as uow:
+                origin = uow.reports.study_origin(case_id)
+                report = uow.reports.get(case_id, version)
+                kind = uow.queue.ref(case_id).kind
+            if origin is None or report is None or report.pdf_key is None or report.signed_at is None:
+                log.debug("case %s version %s is not filed into a study", case_id, version)
+                return None
+            device, first = origin
+            source = dcmread(io.BytesIO(self.store.get(first.key, first.sha256)), stop_before_pixels=True)
+            data = encapsulated_report(source, self.store.get(report.pdf_key), case_id=case_id, version=version,
+                                       signed_at=report.signed_at, title=report_title(kind), exam_kind=kind)
+            return self.archive(device, data).object_id
+        except Exception:
+            log.exception("could not store the report of case %s version %s into its study", case_id, version)
             return None
 
     def report_pdf(self, p: Principal, case_id: int, address: str | None = None) -> bytes:
@@ -464,6 +643,76 @@ def _check_statements(codes: list[str]) -> None:
     unknown = catalogue.unknown_codes(codes)
     if unknown:
         raise InvalidReport(f"unknown statement code(s): {', '.join(unknown)}")
+
+
+def _check_kind(kind: str, statements: list[str], findings: str) -> None:
+    """The coded statements are ECG statements; an image is described in free text."""
+    if kind == "imaging" and statements:
+        raise InvalidReport("an imaging report has no coded statements: write findings and an impression")
+    if kind != "imaging" and findings.strip():
+        raise InvalidReport("an ECG report has no free-text findings: use statements and the conclusion")
+
+
+#: Pixels of the study thumbnail a report page prints (about 130 dpi over its 100 mm).
+_PDF_IMAGE_PX = 512
+
+
+def _is_image(obj: dict[str, Any]) -> bool:
+    """An object of an imaging case that is an image (not the report filed back into the study)."""
+    return (obj["media_type"] == MediaType.DICOM and obj.get("sop_class_uid") != ENCAPSULATED_PDF_STORAGE
+            and (obj.get("modality") or "").upper() not in _NOT_IMAGES)
+
+
+def _image_summary(data: bytes, modality: str | None) -> dict[str, Any]:
+    """What the case view says about an image: its size and frames, its series, the windows a
+    viewer offers (the header's presets, or the auto window the preview uses when it has
+    none) and the header check's findings; an image that cannot be read is described by its
+    findings alone."""
+    summary: dict[str, Any] = {"frames": 0, "rows": 0, "columns": 0, "modality": modality, "photometric": None,
+                               "series_uid": None, "series_number": None, "series_description": None,
+                               "instance_number": None, "windows": [], "findings": []}
+    try:
+        ds = imaging.load_dataset(data)
+    except imaging.ImageError as exc:
+        summary["findings"] = [{"code": "unreadable", "severity": "error", "text": str(exc)}]
+        return summary
+    summary["findings"] = [{"code": f.code, "severity": f.severity.value, "text": f.text}
+                           for f in imaging.check_header(ds)]
+    summary.update(modality=_header_text(ds, "Modality") or modality,
+                   photometric=_header_text(ds, "PhotometricInterpretation"),
+                   series_uid=_header_text(ds, "SeriesInstanceUID"),
+                   series_description=_header_text(ds, "SeriesDescription"),
+                   series_number=_header_int(ds, "SeriesNumber"), instance_number=_header_int(ds, "InstanceNumber"),
+                   rows=_header_int(ds, "Rows") or 0, columns=_header_int(ds, "Columns") or 0,
+                   frames=_header_int(ds, "NumberOfFrames") or 1)
+    try:
+        frames = imaging.decode_frames(ds)
+        windows = [w for w in imaging.window_presets(frames) if isinstance(w, imaging.Window)]
+        if not windows and not frames.is_color:
+            values = imaging.modality_values(frames, 0)
+            low, high = (float(v) for v in np.percentile(values, _AUTO_WINDOW_PERCENTILES))
+            windows = [imaging.Window((low + high) / 2, max(high - low, 1.0), explanation="auto")]
+    except imaging.ImageError:
+        return summary  # the findings say why
+    summary["windows"] = [{"center": round(w.center, 2), "width": round(w.width, 2), "explanation": w.explanation}
+                          for w in windows]
+    return summary
+
+
+def _header_text(ds, keyword: str) -> str | None:
+    try:
+        value = ds.get(keyword)
+    except Exception:  # pydicom converts raw elements on access and raises anything
+        return None
+    text = str(value).strip() if value is not None else ""
+    return text or None
+
+
+def _header_int(ds, keyword: str) -> int | None:
+    try:
+        return int(_header_text(ds, keyword) or "")
+    except ValueError:
+        return None
 
 
 #: Measurement keys a report carries, from the analysis result.

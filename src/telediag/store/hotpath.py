@@ -56,12 +56,19 @@ class ObjectRow:
     transfer_syntax_uid: str | None = None
     modality: str | None = None
     record_name: str | None = None
+    #: The catalog's instance and series attributes (QIDO-RS, C-FIND), as the object was sent.
+    series_number: int | None = None
+    series_description: str | None = None
+    instance_number: int | None = None
+    rows: int | None = None
+    columns: int | None = None
+    number_of_frames: int | None = None
 
 
 @dataclass(frozen=True)
 class StudyRef:
     """Where an object belongs: its site and device, its study (None: a case of its own),
-    and its patient as sent."""
+    and its patient as sent; the study's catalog attributes are those of its first object."""
 
     site_id: int
     device_id: int
@@ -71,6 +78,12 @@ class StudyRef:
     patient_name: str | None = None
     patient_sex: str | None = None
     patient_birth_date: str | None = None
+    study_date: str | None = None
+    study_time: str | None = None
+    accession_number: str | None = None
+    study_description: str | None = None
+    referring_physician_name: str | None = None
+    study_id: str | None = None
 
 
 _objects, _cases, _patients, _jobs, _quarantine, _sites = (
@@ -92,10 +105,14 @@ _STATEMENTS: dict[str, tuple[ClauseElement, tuple[str, ...]]] = {
                                           .where(_sites.c.id == bindparam("route_of")).scalar_subquery())
                     .returning(_cases.c.id),
                     ("site_id", "device_id", "patient_id", "kind", "study_instance_uid", "status", "priority",
-                     "received_at", "updated_at", "deadline_at", "review_state", "route_of")),
+                     "received_at", "updated_at", "deadline_at", "review_state", "route_of", "study_date",
+                     "study_time", "accession_number", "study_description", "referring_physician_name",
+                     "study_id")),
     "insert_object": (insert(_objects).returning(_objects.c.id),
                       ("case_id", "key", "size", "sha256", "media_type", "sop_class_uid", "sop_instance_uid",
-                       "series_instance_uid", "transfer_syntax_uid", "modality", "record_name", "received_at")),
+                       "series_instance_uid", "transfer_syntax_uid", "modality", "record_name", "received_at",
+                       "series_number", "series_description", "instance_number", "rows", "columns",
+                       "number_of_frames")),
     "insert_job": (insert(_jobs).returning(_jobs.c.id),
                    ("object_id", "kind", "state", "attempts", "last_error", "rules", "created_at", "updated_at")),
     "find_quarantined": (select(_quarantine.c.id).where(_quarantine.c.key == bindparam("key")), ()),
@@ -217,14 +234,19 @@ class RowTransaction:
             kind=CaseKind.ECG if ref.is_ecg else CaseKind.IMAGING, study_instance_uid=ref.study_instance_uid,
             status=CaseStatus.RECEIVED, priority=Priority.ROUTINE.value, received_at=now, updated_at=now,
             deadline_at=now + timedelta(seconds=self._rows.deadlines.routine_s),
-            review_state=ReviewState.OPEN.value, route_of=ref.site_id))
+            review_state=ReviewState.OPEN.value, route_of=ref.site_id, study_date=ref.study_date,
+            study_time=ref.study_time, accession_number=ref.accession_number,
+            study_description=ref.study_description, referring_physician_name=ref.referring_physician_name,
+            study_id=ref.study_id))
 
     def insert_object(self, case_id: int, row: ObjectRow, now: datetime) -> int:
         return self._id("insert_object", dict(
             case_id=case_id, key=row.key, size=row.size, sha256=row.sha256, media_type=row.media_type,
             sop_class_uid=row.sop_class_uid, sop_instance_uid=row.sop_instance_uid,
             series_instance_uid=row.series_instance_uid, transfer_syntax_uid=row.transfer_syntax_uid,
-            modality=row.modality, record_name=row.record_name, received_at=now))
+            modality=row.modality, record_name=row.record_name, received_at=now, series_number=row.series_number,
+            series_description=row.series_description, instance_number=row.instance_number, rows=row.rows,
+            columns=row.columns, number_of_frames=row.number_of_frames))
 
     def insert_job(self, object_id: int, kind: str, now: datetime, rules: str | None = None) -> int:
         """The object's outbox job; ``rules`` is the rule set the upload named (None: the device's)."""

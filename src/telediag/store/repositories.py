@@ -123,6 +123,20 @@ class DeviceRepository:
     def set_key(self, device_id: int, api_key_sha256: str) -> None:
         self._s.execute(update(Device).where(Device.id == device_id).values(api_key_sha256=api_key_sha256))
 
+    def set_destination(self, device_id: int, host: str | None, port: int | None) -> None:
+        self._s.execute(update(Device).where(Device.id == device_id).values(dicom_host=host, dicom_port=port))
+
+    def destination(self, ae_title: str) -> tuple[DeviceIdentity, str, int] | None:
+        """The C-MOVE destination with this AE title: the active device of an active site that has
+        a DICOM address, with its host and port; else None."""
+        row = self._s.execute(select(Device.id, Device.name, Device.site_id, Device.ae_title, Device.rules,
+                                     Device.dicom_host, Device.dicom_port)
+                              .join(Site, Site.id == Device.site_id)
+                              .where(Device.ae_title == ae_title, Device.active.is_(True), Site.active.is_(True),
+                                     Device.dicom_host.is_not(None), Device.dicom_port.is_not(None))).first()
+        return None if row is None else (DeviceIdentity(row.id, row.name, row.site_id, row.ae_title, row.rules),
+                                         row.dicom_host, row.dicom_port)
+
 
 @dataclass(frozen=True)
 class ObjectRef:

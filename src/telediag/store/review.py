@@ -15,11 +15,11 @@ from typing import Any, Iterator
 from sqlalchemy import case as when, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
-from telediag.domain import (CaseRef, Deadlines, Principal, ReportImmutable, ReportState,
-                             ReportVersion, ReviewState, Role, UserInfo, audit_hash)
+from telediag.domain import (CaseKind, CaseRef, CaseStatus, Deadlines, DeviceIdentity, MediaType, Principal,
+                             ReportImmutable, ReportState, ReportVersion, ReviewState, Role, UserInfo, audit_hash)
 from telediag.store.repositories import ObjectRef, _ref, _siblings
-from telediag.store.tables import (Alarm, AnalysisResult, AuditEntry, AuditHead, Case, CaseRoute, Patient, Report,
-                                   Site, StoredObject, User, UserSession, as_utc, utcnow)
+from telediag.store.tables import (Alarm, AnalysisResult, AuditEntry, AuditHead, Case, CaseRoute, Device, Patient,
+                                   Report, Site, StoredObject, User, UserSession, as_utc, utcnow)
 
 __all__ = ["UserRepository", "QueueRepository", "ReportRepository", "AuditRepository", "Credentials", "CaseScope",
            "audit_content"]
@@ -194,8 +194,12 @@ class QueueRepository:
         total = int(self._s.scalar(select(func.count()).select_from(Case).where(*where)))
         order = ([_RANK, Case.deadline_at, Case.received_at, Case.id] if open_only
                  else [Case.received_at.desc(), Case.id.desc()])
+        # Plain columns, not ORM objects: building 200 entities cost most of a request.
         rows = self._s.execute(
-            select(Case, Site.name, route_site.name, holder.username, Patient)
+            select(Case.id, Case.kind, Case.site_id, Site.name.label("site_name"), Case.priority, Case.received_at,
+                   Case.deadline_at, Case.status, Case.review_state, Case.route_site_id,
+                   route_site.name.label("route_name"), holder.username.label("holder"), Case.claim_until,
+                   Patient.patient_key, Patient.name.label("patient_name"), Patient.sex, Patient.birth_date)
             .join(Site, Site.id == Case.site_id)
             .outerjoin(route_site, route_site.id == Case.route_site_id)
             .outerjoin(holder, holder.id == Case.claimed_by)
@@ -203,36 +207,37 @@ class QueueRepository:
             .where(*where).order_by(*order).limit(limit)).all()
         alarms: dict[int, list[dict[str, Any]]] = {}
         if rows:
-            for a in self._s.scalars(select(Alarm).where(Alarm.case_id.in_([r[0].id for r in rows]))
-                                     .order_by(Alarm.id)):
+            for a in self._s.execute(select(Alarm.case_id, Alarm.id, Alarm.type, Alarm.severity, Alarm.text,
+                                            Alarm.text_zh, Alarm.state)
+                                     .where(Alarm.case_id.in_([r.id for r in rows])).order_by(Alarm.id)):
                 alarms.setdefault(a.case_id, []).append({"id": a.id, "type": a.type, "severity": a.severity,
                                                          "text": a.text, "text_zh": a.text_zh, "state": a.state})
-        signed: dict[int, Report] = {}  # each reported case's latest signed version
-        reported = [r[0].id for r in rows if r[0].review_state == ReviewState.REPORTED.value]
+        signed: dict[int, Any] = {}  # each reported case's latest signed version
+        reported = [r.id for r in rows if r.review_state == ReviewState.REPORTED.value]
         if reported:
-            for r in self._s.scalars(select(Report).where(Report.case_id.in_(reported),
-                                                          Report.state == ReportState.SIGNED.value)
+            for r in self._s.execute(select(Report.case_id, Report.version, Report.acknowledged_by,
+                                            Report.acknowledged_at)
+                                     .where(Report.case_id.in_(reported), Report.state == ReportState.SIGNED.value)
                                      .order_by(Report.version)):
-                signed[r.case_id] = r
+                signed[r.case_id] = {"version": r.version, "acknowledged_by": r.acknowledged_by,
+                                     "acknowledged_at": as_utc(r.acknowledged_at).isoformat()
+                                     if r.acknowledged_at else None}
         now = utcnow()
         items = []
-        for c, site_name, route_name, holder_name, patient in rows:
+        for c in rows:
             claim_until = as_utc(c.claim_until)
-            held = holder_name if claim_until is not None and claim_until > now else None
+            held = c.holder if claim_until is not None and claim_until > now else None
             items.append({
-                "case_id": c.id, "kind": c.kind.value, "site_id": c.site_id, "site_name": site_name,
+                "case_id": c.id, "kind": CaseKind(c.kind).value, "site_id": c.site_id, "site_name": c.site_name,
                 "priority": c.priority, "received_at": as_utc(c.received_at).isoformat(),
                 "deadline_at": as_utc(c.deadline_at).isoformat() if c.deadline_at else None,
-                "status": c.status.value, "review_state": c.review_state, "routed_to": c.route_site_id,
-                "routed_to_name": route_name, "claimed_by": held,
+                "status": CaseStatus(c.status).value, "review_state": c.review_state, "routed_to": c.route_site_id,
+                "routed_to_name": c.route_name, "claimed_by": held,
                 "claim_until": claim_until.isoformat() if held else None,
-                "patient": None if patient is None else {"patient_key": patient.patient_key, "name": patient.name,
-                                                         "sex": patient.sex, "birth_date": patient.birth_date},
+                "patient": None if c.patient_key is None else {"patient_key": c.patient_key, "name": c.patient_name,
+                                                               "sex": c.sex, "birth_date": c.birth_date},
                 "alarms": alarms.get(c.id, []),
-                "report": None if c.id not in signed else {
-                    "version": signed[c.id].version, "acknowledged_by": signed[c.id].acknowledged_by,
-                    "acknowledged_at": as_utc(signed[c.id].acknowledged_at).isoformat()
-                    if signed[c.id].acknowledged_at else None},
+                "report": signed.get(c.id),
             })
         return items, total
 
@@ -357,7 +362,7 @@ class ReportRepository:
         return ReportVersion(r.id, r.case_id, r.version, ReportState(r.state), tuple(r.statements), r.conclusion,
                              dict(r.measurements or {}), names.get(r.author_id, ""), r.replaces, r.reason,
                              names.get(r.signed_by) if r.signed_by else None, display, as_utc(r.signed_at), r.sha256,
-                             r.signature, r.signed_content, r.pdf_key)
+                             r.signature, r.signed_content, r.pdf_key, r.findings or "")
 
     def latest(self, case_id: int, signed_only: bool = False) -> ReportVersion | None:
         q = select(Report).where(Report.case_id == case_id)
@@ -370,7 +375,11 @@ class ReportRepository:
         return [self._version(r) for r in self._s.scalars(select(Report).where(Report.case_id == case_id)
                                                           .order_by(Report.version))]
 
-    def save_draft(self, case_id: int, author_id: int, statements: list[str], conclusion: str,
+    def get(self, case_id: int, version: int) -> ReportVersion | None:
+        r = self._s.scalar(select(Report).where(Report.case_id == case_id, Report.version == version))
+        return None if r is None else self._version(r)
+
+    def save_draft(self, case_id: int, author_id: int, statements: list[str], findings: str, conclusion: str,
                    measurements: dict[str, Any]) -> ReportVersion:
         """Write the case's draft (the first version, or the unsigned latest one)."""
         r = self._s.scalar(select(Report).where(Report.case_id == case_id).order_by(Report.version.desc()).limit(1))
@@ -380,16 +389,17 @@ class ReportRepository:
             r = Report(case_id=case_id, version=1, state=ReportState.DRAFT.value)
             self._s.add(r)
         r.statements, r.conclusion, r.measurements, r.author_id = list(statements), conclusion, measurements, author_id
+        r.findings = findings
         r.updated_at = utcnow()
         self._s.flush()
         return self._version(r)
 
-    def add_amendment(self, case_id: int, author_id: int, replaces: int, statements: list[str], conclusion: str,
-                      measurements: dict[str, Any], reason: str) -> ReportVersion:
+    def add_amendment(self, case_id: int, author_id: int, replaces: int, statements: list[str], findings: str,
+                      conclusion: str, measurements: dict[str, Any], reason: str) -> ReportVersion:
         """A new draft version after the signed ``replaces`` (signed in the same transaction)."""
         r = Report(case_id=case_id, version=replaces + 1, state=ReportState.DRAFT.value, statements=list(statements),
-                   conclusion=conclusion, measurements=measurements, author_id=author_id, replaces=replaces,
-                   reason=reason, updated_at=utcnow())
+                   findings=findings, conclusion=conclusion, measurements=measurements, author_id=author_id,
+                   replaces=replaces, reason=reason, updated_at=utcnow())
         self._s.add(r)
         self._s.flush()
         return self._version(r)
@@ -404,6 +414,23 @@ class ReportRepository:
 
     def set_pdf(self, report_id: int, key: str) -> None:
         self._s.execute(update(Report).where(Report.id == report_id).values(pdf_key=key))
+
+    def study_origin(self, case_id: int) -> tuple[DeviceIdentity, ObjectRef] | None:
+        """Where a signed report of the case goes back into DICOM: the device that sent the
+        study (the report is filed as that device's, so it lands in the same case) and the
+        case's first DICOM object (whose patient and study attributes it copies). None for a
+        case that is no DICOM study (a WFDB record, a vendor ECG file)."""
+        row = self._s.execute(select(Case.study_instance_uid, Device)
+                              .join(Device, Device.id == Case.device_id).where(Case.id == case_id)).first()
+        if row is None or not row[0]:
+            return None
+        first = self._s.scalar(select(StoredObject).where(StoredObject.case_id == case_id,
+                                                          StoredObject.media_type == MediaType.DICOM)
+                               .order_by(StoredObject.id).limit(1))
+        if first is None:
+            return None
+        d = row[1]
+        return DeviceIdentity(d.id, d.name, d.site_id, d.ae_title, d.rules), _ref(first)
 
 
 # -- audit -----------------------------------------------------------------------------------------

@@ -78,6 +78,9 @@ class Device(Base):
     #: The critical-value rule set its recordings are analysed with (resting, holter, monitoring).
     rules: Mapped[str] = mapped_column(String(20), default="resting", server_default="resting")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    #: Where the device listens for DICOM (a viewer or PACS): a C-MOVE to its AE title goes there.
+    dicom_host: Mapped[str | None] = mapped_column(String(255))
+    dicom_port: Mapped[int | None] = mapped_column(Integer)
 
     site: Mapped[Site] = relationship()
 
@@ -120,6 +123,14 @@ class Case(Base):
     #: The reader holding the case, until ``claim_until`` (a lease).
     claimed_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     claim_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: The study's catalog attributes (QIDO-RS, C-FIND), from its first object: dates as
+    #: YYYYMMDD and times as HHMMSS[.FFFFFF], so that ranges compare as strings.
+    study_date: Mapped[str | None] = mapped_column(String(8))
+    study_time: Mapped[str | None] = mapped_column(String(16))
+    accession_number: Mapped[str | None] = mapped_column(String(64))
+    study_description: Mapped[str | None] = mapped_column(String(200))
+    referring_physician_name: Mapped[str | None] = mapped_column(String(200))
+    study_id: Mapped[str | None] = mapped_column(String(64))
 
     site: Mapped[Site] = relationship(foreign_keys=[site_id])
     objects: Mapped[list["StoredObject"]] = relationship(back_populates="case", order_by="StoredObject.id")
@@ -150,6 +161,13 @@ class StoredObject(_Bytes, Base):
     #: WFDB record name, for the files of an uploaded record.
     record_name: Mapped[str | None] = mapped_column(String(64))
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    #: A DICOM instance's catalog attributes (its series' are repeated on each of its instances).
+    series_number: Mapped[int | None] = mapped_column(Integer)
+    series_description: Mapped[str | None] = mapped_column(String(200))
+    instance_number: Mapped[int | None] = mapped_column(Integer)
+    rows: Mapped[int | None] = mapped_column(Integer)
+    columns: Mapped[int | None] = mapped_column(Integer)
+    number_of_frames: Mapped[int | None] = mapped_column(Integer)
 
     case: Mapped[Case] = relationship(back_populates="objects")
 
@@ -209,7 +227,8 @@ class Alarm(Base):
 
     __tablename__ = "alarms"
     __table_args__ = (Index("ix_alarms_site_state", "site_id", "state"),
-                      Index("ix_alarms_escalation", "state", "severity", "escalation_level"))
+                      Index("ix_alarms_escalation", "state", "severity", "escalation_level"),
+                      Index("ix_alarms_case_id", "case_id"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"))
@@ -348,6 +367,8 @@ class Report(Base):
     version: Mapped[int] = mapped_column(Integer)
     state: Mapped[str] = mapped_column(String(20), default="draft")
     statements: Mapped[list[str]] = mapped_column(JSON)
+    #: An imaging report's free-text findings; its ``conclusion`` is the impression. Empty for ECG.
+    findings: Mapped[str] = mapped_column(Text, default="", server_default="")
     conclusion: Mapped[str] = mapped_column(Text, default="")
     measurements: Mapped[dict[str, Any]] = mapped_column(JSON)
     author_id: Mapped[int] = mapped_column(ForeignKey("users.id"))

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from telediag.domain import Deadlines
+from telediag.store.catalog import CatalogRepository
 from telediag.store.database import WalCheckpointer, make_engine, migrate
 from telediag.store.errors import DatabaseUnavailable, RowConflict
 from telediag.store.hotpath import IngestRows
@@ -39,6 +40,7 @@ class UnitOfWork:
     queue: QueueRepository
     reports: ReportRepository
     audit: AuditRepository
+    catalog: CatalogRepository
 
     def __init__(self, session_factory: sessionmaker[Session], snapshot: bool = False,
                  deadlines: Deadlines = Deadlines()) -> None:
@@ -59,6 +61,7 @@ class UnitOfWork:
         self.alarms, self.deliveries = AlarmRepository(s, self._deadlines), DeliveryRepository(s)
         self.users, self.queue = UserRepository(s), QueueRepository(s, self._deadlines)
         self.reports, self.audit = ReportRepository(s), AuditRepository(s)
+        self.catalog = CatalogRepository(s)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

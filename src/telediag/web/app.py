@@ -15,7 +15,7 @@ from telediag.domain import (CaseNotVisible, ClaimConflict, InvalidReport, Netwo
                              ReportImmutable)
 from telediag.web.deps import LoginRateLimit
 from telediag.web.middleware import BodyLimitMiddleware
-from telediag.web.routes import admin, alarms, auth, health, ingest, pages, review
+from telediag.web.routes import admin, alarms, auth, dicomweb, health, ingest, pages, review
 
 #: What the use cases' refusals mean in HTTP (routes raise them through untouched).
 _REFUSALS: dict[type[Exception], int] = {NotPermitted: 403, CaseNotVisible: 404, ClaimConflict: 409,
@@ -33,7 +33,7 @@ def create_app(system: System) -> FastAPI:
     app.state.system = system
     app.state.login_limit = LoginRateLimit(system.settings.login_rate_per_minute)
     for router in (health.router, auth.router, ingest.router, review.router, alarms.router, admin.router,
-                   pages.router):
+                   dicomweb.router, pages.router):
         app.include_router(router)
     for exc_type, status in _REFUSALS.items():
         app.add_exception_handler(exc_type, _refusal(status))

@@ -6,9 +6,9 @@ do is decided there, and its refusals become 403/404/409/422 in ``web.app``.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, HTTPException, Query, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -20,7 +20,8 @@ router = APIRouter(prefix="/api/v1", tags=["review"])
 
 class ReportBody(BaseModel):
     statements: list[str] = Field(default_factory=list, description="statement codes (GET /api/v1/statements)")
-    conclusion: str = Field("", max_length=20000)
+    findings: str = Field("", max_length=20000, description="an imaging report's free-text findings")
+    conclusion: str = Field("", max_length=20000, description="the conclusion (an imaging report's impression)")
     measurements: dict[str, float | None] | None = None
 
 
@@ -29,8 +30,9 @@ class AmendBody(ReportBody):
 
 
 @router.get("/queue")
-def queue(system: SystemDep, user: UserDep, limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> dict[str, Any]:
-    """The caller's center's open cases, most urgent first (severity, deadline, arrival)."""
+def queue(system: SystemDep, user: UserDep, limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> dict[str, Any]:
+    """The caller's center's open cases, most urgent first (severity, deadline, arrival): the
+    first ``limit`` of them, and their ``total``."""
     return system.review.queue(user, limit)
 
 
@@ -77,6 +79,37 @@ async def overview(case_id: int, object_id: int, system: SystemDep, caller: Prin
     return await run_in_threadpool(system.review.overview, caller, case_id, object_id, points, lead)
 
 
+_IMAGE_TYPES = {"png": "image/png", "jpg": "image/jpeg"}
+_IMAGE_CACHE = "private, max-age=3600"  # an object's pixels never change; a preview is the caller's only
+
+
+@router.get("/cases/{case_id}/objects/{object_id}/preview.{ext}", response_class=Response,
+            responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}})
+async def preview(case_id: int, object_id: int, ext: Literal["png", "jpg"], system: SystemDep, caller: PrincipalDep,
+                  frame: Annotated[int, Query(ge=0)] = 0,
+                  wc: Annotated[float | None, Query(description="window center, in modality units (HU for CT)")] = None,
+                  ww: Annotated[float | None, Query(ge=1, description="window width, with wc")] = None,
+                  size: Annotated[int | None, Query(ge=16, le=4096, description="fit into size x size")] = None
+                  ) -> Response:
+    """One frame of an image rendered in the header's window, or in ``wc``/``ww`` applied to the
+    full-depth pixels (the viewer's window/level); 404 for an object with nothing to render."""
+    if (wc is None) != (ww is None):
+        raise HTTPException(422, "give wc and ww together")
+    window = None if wc is None else (wc, ww)
+    data = await run_in_threadpool(system.review.preview, caller, case_id, object_id, frame, window, size,
+                                   "jpeg" if ext == "jpg" else "png")
+    return Response(data, media_type=_IMAGE_TYPES[ext], headers={"Cache-Control": _IMAGE_CACHE})
+
+
+@router.get("/cases/{case_id}/thumbnail.{ext}", response_class=Response,
+            responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}})
+async def thumbnail(case_id: int, ext: Literal["png", "jpg"], system: SystemDep, caller: PrincipalDep,
+                    size: Annotated[int, Query(ge=16, le=1024)] = 128) -> Response:
+    """The study thumbnail: the middle frame of the case's first image; 404 for a case without one."""
+    data = await run_in_threadpool(system.review.thumbnail, caller, case_id, size, "jpeg" if ext == "jpg" else "png")
+    return Response(data, media_type=_IMAGE_TYPES[ext], headers={"Cache-Control": _IMAGE_CACHE})
+
+
 @router.get("/statements")
 def statements() -> dict[str, Any]:
     """The coded diagnostic statements, in English and Chinese."""
@@ -95,7 +128,8 @@ def report(case_id: int, system: SystemDep, caller: PrincipalDep) -> dict[str, A
 def save_draft(case_id: int, body: ReportBody, system: SystemDep, user: UserDep,
                address: AddressDep) -> dict[str, Any]:
     """Save the draft (the reader holding the claim only; 409 once signed)."""
-    return system.review.save_draft(user, case_id, body.statements, body.conclusion, body.measurements, address)
+    return system.review.save_draft(user, case_id, body.statements, body.conclusion, body.measurements, address,
+                                    body.findings)
 
 
 @router.post("/cases/{case_id}/report/sign")
@@ -109,7 +143,7 @@ async def amend(case_id: int, body: AmendBody, system: SystemDep, user: UserDep,
                 address: AddressDep) -> dict[str, Any]:
     """A signed correction: a new version that replaces the last one."""
     return await run_in_threadpool(system.review.amend, user, case_id, body.statements, body.conclusion,
-                                   body.reason, body.measurements, address)
+                                   body.reason, body.measurements, address, body.findings)
 
 
 class AckBody(BaseModel):

@@ -4,7 +4,7 @@ import { api, ApiError, t, localized, el, fmtTime, countdown, patientText, error
   from "./common.js";
 import { EcgViewer } from "./ecg.js";
 import { ImageViewer } from "./image.js";
-import { StatementPicker, MeasurementsTable } from "./report.js";
+import { StatementPicker, MeasurementsTable, ImagingFields } from "./report.js";
 
 const QUEUE_POLL_MS = 5000;
 const RECENT_SHOWN = 50;
@@ -30,6 +30,10 @@ const state = {
 
 const picker = new StatementPicker($("statement-search"), $("statement-results"), $("chosen-statements"));
 const measurements = new MeasurementsTable($("measurements"));
+const imagingFields = new ImagingFields($("report-form"));
+// A signed report filed back into its study (Encapsulated PDF Storage): no image to show.
+const REPORT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.104.1";
+const isImage = (o) => o.sop_class_uid !== REPORT_SOP_CLASS && o.modality !== "DOC";
 
 // ---------------------------------------------------------------- queue
 
@@ -88,15 +92,15 @@ function tickCountdowns() {
 
 // ---------------------------------------------------------------- case
 
-/** The viewer of a case: its ECG (of a WFDB record's objects, the analysed one) or its first image. */
+/** The viewer of a case: its ECG (of a WFDB record's objects, the analysed one) or its images. */
 function openViewer(container, caseId, view) {
-  const objects = view.objects ?? [];
+  const objects = (view.objects ?? []).filter(isImage);
   if (!objects.length) {
     container.replaceChildren(el("p", { class: "muted" }, t("viewer.nothing")));
     return null;
   }
   const viewer = view.kind === "imaging"
-    ? new ImageViewer(container, { caseId, objectId: objects[0].object_id })
+    ? new ImageViewer(container, { caseId, objects })
     : new EcgViewer(container, { caseId, objectId: (objects.find((o) => o.analysis) ?? objects[0]).object_id,
       analysis: objects.find((o) => o.analysis)?.analysis });
   viewer.open();
@@ -124,8 +128,29 @@ function banner(text, kind = "warn") {
   b.textContent = text ?? "";
 }
 
+/** An imaging case's header check: each image's size, frames and findings. */
+function imagingSummary(box) {
+  const images = (state.view.objects ?? []).filter((o) => o.analysis?.imaging);
+  if (!images.length) {
+    box.replaceChildren(el("p", { class: "muted" }, t("analysis.pending")));
+    return;
+  }
+  box.replaceChildren(el("ul", { class: "episodes imaging-facts" }, images.map((o) => {
+    const f = o.analysis.imaging;
+    return el("li", { dataset: { objectId: String(o.object_id) } },
+      t("analysis.imageText", { modality: f.modality ?? "", columns: f.columns, rows: f.rows, frames: f.frames }),
+      f.findings.length
+        ? el("ul", {}, f.findings.map((x) => el("li", { class: `sev-${x.severity}`, title: x.code }, x.text)))
+        : el("span", { class: "muted" }, ` · ${t("analysis.headerOk")}`));
+  })));
+}
+
 function analysisSummary() {
   const box = $("analysis-summary");
+  if (state.view.kind === "imaging") {
+    imagingSummary(box);
+    return;
+  }
   const analysis = (state.view.objects ?? []).find((o) => o.analysis)?.analysis;
   if (!analysis) {
     box.replaceChildren(el("p", { class: "muted" }, t("analysis.pending")));
@@ -187,8 +212,9 @@ function signed() {
 function renderFormState() {
   const editable = state.claimed && (!signed() || state.amending);
   const open = state.claimed && !signed();
-  picker.setEnabled(editable);
+  picker.setEnabled(editable && !imagingFields.imaging);
   measurements.setEnabled(editable);
+  imagingFields.setEnabled(editable);
   $("conclusion").disabled = !editable;
   $("amend-box").hidden = !state.amending;
   $("btn-save").hidden = !open;
@@ -223,6 +249,8 @@ function fillForm(report) {
   const auto = { heart_rate_bpm: analysis.heart_rate_bpm, ...analysis.measurements };
   measurements.set(report.measurements && Object.keys(report.measurements).length ? report.measurements : auto, auto);
   picker.set(report.statements ?? []);
+  imagingFields.show(state.view.kind === "imaging");
+  imagingFields.set(report.findings);
   $("conclusion").value = report.conclusion ?? "";
   $("amend-reason").value = "";
   $("report-status").className = "status";
@@ -238,7 +266,8 @@ function reportState() {
 }
 
 function formContent() {
-  return { statements: picker.codes(), conclusion: $("conclusion").value.trim(), measurements: measurements.values() };
+  return { statements: picker.codes(), findings: imagingFields.value(), conclusion: $("conclusion").value.trim(),
+    measurements: measurements.values() };
 }
 
 function reportPath(suffix = "") {

@@ -151,3 +151,43 @@ export class MeasurementsTable {
     if (!keys.length) this.table.append(el("tr", {}, el("td", { class: "muted" }, t("report.noMeasurements"))));
   }
 }
+
+/** An imaging report is a free-text findings / impression pair: the form shows a findings text
+ * area above the conclusion, which it calls the impression, in place of the ECG's measurements
+ * and coded statements (the list is of ECG statements). */
+export class ImagingFields {
+  constructor(form) {
+    this.label = form.querySelector('label[for="conclusion"]');
+    this.text = el("textarea", { id: "findings", rows: "8" });
+    this.head = el("h3", {}, el("label", { for: "findings", dataset: { i18n: "report.findings" } }, t("report.findings")));
+    this.label.closest("h3").before(this.head, this.text);
+    // the ECG's parts, with the headings above the measurements and the chosen statements
+    const measurements = form.querySelector("#measurements");
+    const chosen = form.querySelector("#chosen-statements");
+    this.ecgParts = [measurements, measurements.previousElementSibling, chosen, chosen.previousElementSibling,
+      form.querySelector("#statement-results")];
+    this.imaging = false;
+    this.show(false);
+  }
+
+  show(imaging) {
+    this.imaging = imaging;
+    this.head.hidden = this.text.hidden = !imaging;
+    for (const part of this.ecgParts) part.hidden = imaging;
+    this.label.dataset.i18n = imaging ? "report.impression" : "report.conclusion";
+    this.label.textContent = t(this.label.dataset.i18n);
+  }
+
+  set(findings) {
+    this.text.value = findings ?? "";
+  }
+
+  /** The findings as entered; an ECG report has none. */
+  value() {
+    return this.imaging ? this.text.value.trim() : "";
+  }
+
+  setEnabled(enabled) {
+    this.text.disabled = !enabled;
+  }
+}
