@@ -355,7 +355,7 @@ def test_shared_samples(review_world: ReviewWorld, shared_dicom: Path) -> None:
             assert rendered.status_code == 422, path.name
             continue
         with Image.open(io.BytesIO(rendered.content)) as image:
-            assert image.size == (info.columns, info.rows), path.name
+            assert image.size == (info.instance.columns, info.instance.rows), path.name
 
 
 # -- memory --------------------------------------------------------------------------------------

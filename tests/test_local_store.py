@@ -115,3 +115,24 @@ def test_concurrent_identical_puts_leave_one_whole_object(tmp_path: Path) -> Non
     assert not errors and len(results) == 6 and True in results
     assert store.get(KEY, sha256_hex(data)) == data
     assert not [p for p in (store.root / KEY).parent.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_get_range_reads_part_of_an_object_without_the_hash_check(tmp_path: Path) -> None:
+    store = LocalFolderStore(tmp_path / "objects")
+    data = os.urandom(10_000)
+    store.put(KEY, data)
+    assert store.get_range(KEY, 0, 100) == data[:100]
+    assert store.get_range(KEY, 4321, 1000) == data[4321:5321]
+    assert store.get_range(KEY, 9_990, 100) == data[9_990:]  # fewer bytes at the end, none after it
+    assert store.get_range(KEY, 20_000, 10) == b"" and store.get_range(KEY, 5, 0) == b""
+    # a part cannot be checked against the whole object's digest: corruption shows on a full read
+    with open(store.root / KEY, "r+b") as fh:
+        fh.seek(5000)
+        fh.write(bytes([data[5000] ^ 0xFF]))
+    assert store.get_range(KEY, 4999, 3) == data[4999:5000] + bytes([data[5000] ^ 0xFF]) + data[5001:5002]
+    with pytest.raises(IntegrityError):
+        store.get(KEY, sha256_hex(data))
+    with pytest.raises(ValueError):
+        store.get_range(KEY, -1, 10)
+    with pytest.raises(ObjectStoreError):
+        store.get_range(KEY.replace("abcdef0123456789", "0000000000000000"), 0, 10)

@@ -256,3 +256,51 @@ def test_users_are_added_from_the_cli_with_a_password_on_stdin(review_world: Rev
     r = w.call("POST", "/api/v1/auth/login", json={"username": "rnew", "password": "a long password"})
     assert r.status_code == 200 and r.json()["user"]["site_name"] == "County B"
     assert base64.b64decode(w.call("GET", "/api/v1/users/rnew/public-key").json()["public_key"])
+
+
+def test_a_long_wfdb_record_is_read_window_by_window(review_world: ReviewWorld,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Holter's windows and overview read ranges of its signal file, never the whole of it
+    (issue #11), and answer what the whole decoded record would; the overview is kept."""
+    import numpy as np
+
+    from telediag.bench.review import HOLTER_FS, synthetic_holter
+    from telediag.ecg.readers import read_wfdb_files
+
+    w = review_world
+    files = synthetic_holter(0.2)  # 12 minutes, 3 leads, format 16
+    r = w.call("POST", "/api/v1/ecg/wfdb", key=w.keys["cart-a1"], files=[("files", f) for f in files.items()])
+    assert r.status_code == 201, r.text
+    case_id = r.json()["case_id"]
+    header = next(o for o in w.analysed(case_id)["objects"] if o["media_type"] == "application/x-wfdb-header")
+    whole = read_wfdb_files(files, "holter")
+    store, reads = w.system.review.store, []
+    for name in ("get", "get_range"):
+        def spy(key: str, *args, _real=getattr(store, name), _name=name):
+            data = _real(key, *args)
+            reads.append((_name, key.rsplit("/", 1)[-1], len(data)))
+            return data
+        monkeypatch.setattr(store, name, spy)
+
+    base = f"/api/v1/cases/{case_id}/objects/{header['object_id']}"
+    for start in (0, 355.5, 715):
+        got = w.call("GET", f"{base}/waveform?start={start}&seconds=10", user="ra").json()
+        a = int(min(start, whole.duration_s - 10) * HOLTER_FS)
+        assert (got["fs"], got["leads"], got["duration_s"]) == (whole.fs, list(whole.leads), whole.duration_s)
+        assert got["start_s"] == a / HOLTER_FS and got["seconds"] == 10
+        for i, lead in enumerate(whole.leads):
+            assert got["signals"][lead] == np.round(whole.signals[a:a + 2500, i], 4).tolist()
+    assert ("get", "holter.dat") not in {r[:2] for r in reads}
+    assert sum(n for kind, name, n in reads if name == "holter.dat") == 3 * 2500 * 3 * 2  # the windows' bytes
+
+    reads.clear()
+    got = w.call("GET", f"{base}/overview?points=1000&lead=V5", user="ra").json()
+    x = whole.signals[:, whole.leads.index("V5")]
+    edges = np.linspace(0, x.size, 1001).astype(int)
+    assert got == {"duration_s": whole.duration_s, "lead": "V5",
+                   "min": np.round(np.minimum.reduceat(x, edges[:-1]), 3).tolist(),
+                   "max": np.round(np.maximum.reduceat(x, edges[:-1]), 3).tolist()}
+    assert ("get", "holter.dat") not in {r[:2] for r in reads}
+    reads.clear()
+    assert w.call("GET", f"{base}/overview?points=1000&lead=V5", user="ra").json() == got
+    assert not [r for r in reads if r[1] == "holter.dat"]  # kept

@@ -88,6 +88,20 @@ def test_exists_and_delete(store: S3Store) -> None:
     store.delete(key)  # deleting an absent object is not an error
 
 
+def test_get_range_is_one_ranged_read_without_the_hash_check(store: S3Store) -> None:
+    data = (WFDB / "mitdb119_300s.dat").read_bytes()
+    key = "sites/1/wfdb/abc/mitdb119_300s.dat"
+    store.put(key, data)
+    assert store.get_range(key, 0, 100) == data[:100]
+    assert store.get_range(key, 12_345, 6_789) == data[12_345:12_345 + 6_789]
+    assert store.get_range(key, len(data) - 10, 100) == data[-10:]  # fewer bytes at the end, none after it
+    assert store.get_range(key, len(data) + 10, 100) == b"" and store.get_range(key, 5, 0) == b""
+    with pytest.raises(ValueError):
+        store.get_range(key, -1, 10)
+    with pytest.raises(ObjectStoreError):
+        store.get_range("sites/1/wfdb/abc/absent.dat", 0, 10)
+
+
 def test_invalid_keys_are_refused(store: S3Store) -> None:
     for key in ("", "/abs", "a/../b", "a//b", "./a"):
         with pytest.raises(ValueError):

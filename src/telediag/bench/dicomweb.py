@@ -34,12 +34,11 @@ import os
 import secrets
 import shutil
 import subprocess
-import tempfile
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from multiprocessing import get_context
 from pathlib import Path
@@ -48,7 +47,7 @@ from typing import TYPE_CHECKING, Callable
 import httpx
 import numpy as np
 
-from telediag.bench.review import Clients, Township, World, _free_port, _throwaway_postgres, register_network
+from telediag.bench.review import Clients, Township, World, _throwaway_postgres, serve_world
 
 if TYPE_CHECKING:
     from telediag.bootstrap import System
@@ -91,7 +90,7 @@ def seed_catalog(system: System, townships: list[Township], instances: int, seed
     """``instances`` catalogued instances in studies of the module doc's mix, in transactions
     of about 1,000 rows; the bytes are never written (searches never read them)."""
     from telediag.domain import MediaType
-    from telediag.store import ObjectRow, StudyRef
+    from telediag.store import InstanceCatalog, ObjectRow, StudyCatalog, StudyRef
 
     rng = np.random.default_rng(seed)
     modalities = list(MIX)
@@ -121,9 +120,9 @@ def seed_catalog(system: System, townships: list[Township], instances: int, seed
                                is_ecg=modality == "ECG", patient_key=patient_id,
                                patient_name=f"{family}^{given}={family_zh}^{given_zh}",
                                patient_sex="MF"[p % 2], patient_birth_date=f"{1940 + p % 70}0615",
-                               study_date=when.strftime("%Y%m%d"), study_time=when.strftime("%H%M%S"),
-                               accession_number=accession, study_description=f"{modality} exam",
-                               study_id=str(s))
+                               catalog=StudyCatalog(study_date=when.strftime("%Y%m%d"),
+                                                    study_time=when.strftime("%H%M%S"), accession_number=accession,
+                                                    study_description=f"{modality} exam", study_id=str(s)))
                 case_id = tx.case_for_study(ref, when)
                 for k in range(int(rng.integers(series_range[0], series_range[1] + 1))):
                     series_uid = f"{study_uid}.{k + 1}"
@@ -134,10 +133,11 @@ def seed_catalog(system: System, townships: list[Township], instances: int, seed
                             key=f"bench/{town.site_id}/{uid}.dcm", size=500_000, sha256="0" * 64,
                             media_type=MediaType.DICOM, sop_instance_uid=uid, sop_class_uid=sop_class,
                             series_instance_uid=series_uid, transfer_syntax_uid="1.2.840.10008.1.2.1",
-                            modality=modality, series_number=k + 1, series_description=f"{modality} series {k + 1}",
-                            instance_number=i + 1, rows=None if modality == "ECG" else 512,
-                            columns=None if modality == "ECG" else 512,
-                            number_of_frames=None if modality == "ECG" else 1), when)
+                            modality=modality, catalog=InstanceCatalog(
+                                series_number=k + 1, series_description=f"{modality} series {k + 1}",
+                                instance_number=i + 1, rows=None if modality == "ECG" else 512,
+                                columns=None if modality == "ECG" else 512,
+                                number_of_frames=None if modality == "ECG" else 1)), when)
                     seeded.series += 1
                     seeded.instances += count
                     written += count
@@ -374,26 +374,12 @@ def part_stow(world: World, work: Path, n: int, database_url: str | None, label:
 # -- one database ------------------------------------------------------------------------------
 def run_database(label: str, database_url: str | None, args: argparse.Namespace,
                  say: Callable[[str], None]) -> None:
-    from telediag.bootstrap import System
-    from telediag.config import Settings
-    from telediag.web import BackgroundServer
-
-    work = Path(tempfile.mkdtemp(prefix="telediag-bench-dicomweb-"))
     with ExitStack() as stack:
-        stack.callback(shutil.rmtree, work, True)
-        system = System(replace(Settings(data_dir=work / "data"), database_url=database_url, broker_url="stub://"))
-        stack.callback(system.close)
+        system, world, work, network_s = serve_world(stack, "telediag-bench-dicomweb-", database_url, args.readers)
         t0 = time.perf_counter()
-        world = register_network(system, args.readers)
-        t1 = time.perf_counter()
         seeded = seed_catalog(system, world.townships, args.instances)
-        t2 = time.perf_counter()
-        port = _free_port()
-        server = BackgroundServer(system, "127.0.0.1", port)
-        server.start()
-        stack.callback(server.stop)
-        world.base = f"http://127.0.0.1:{port}"
-        say(f"{label}: network in {t1 - t0:.1f} s, {seeded.instances:,} instances catalogued in {t2 - t1:.1f} s")
+        say(f"{label}: network in {network_s:.1f} s, {seeded.instances:,} instances catalogued in "
+            f"{time.perf_counter() - t0:.1f} s")
         clients = Clients(world.base, 1)
         stack.callback(clients.close)
         for row in part_qido(world, clients, seeded, args.requests, label):

@@ -458,31 +458,39 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_database(label: str, database_url: str | None, args: argparse.Namespace, holter: dict[str, bytes],
-                 say: Callable[[str], None]) -> tuple[str, list[str]]:
-    """Build the world on one database and serve it; print part 1 and return part 2's sign
-    row and part 3's table, which are printed with the other databases' at the end."""
+def serve_world(stack: ExitStack, prefix: str, database_url: str | None, readers: int
+                ) -> tuple["System", World, Path, float]:
+    """A fresh system in a temporary folder with the benchmark network, its API served on
+    loopback, all undone by ``stack``: the system, the world, the folder, and the seconds the
+    network took to register."""
     from telediag.bootstrap import System
     from telediag.config import Settings
     from telediag.web import BackgroundServer
 
-    work = Path(tempfile.mkdtemp(prefix="telediag-bench-review-"))
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    stack.callback(shutil.rmtree, work, True)
+    system = System(replace(Settings(data_dir=work / "data"), database_url=database_url))
+    stack.callback(system.close)
+    t0 = time.perf_counter()
+    world = register_network(system, readers)
+    took = time.perf_counter() - t0
+    server = BackgroundServer(system, "127.0.0.1", port := _free_port())
+    server.start()
+    stack.callback(server.stop)
+    world.base = f"http://127.0.0.1:{port}"
+    return system, world, work, took
+
+
+def run_database(label: str, database_url: str | None, args: argparse.Namespace, holter: dict[str, bytes],
+                 say: Callable[[str], None]) -> tuple[str, list[str]]:
+    """Build the world on one database and serve it; print part 1 and return part 2's sign
+    row and part 3's table, which are printed with the other databases' at the end."""
     with ExitStack() as stack:
-        stack.callback(shutil.rmtree, work, True)
-        system = System(replace(Settings(data_dir=work), database_url=database_url))
-        stack.callback(system.close)
+        system, world, _, network_s = serve_world(stack, "telediag-bench-review-", database_url, args.readers)
         t0 = time.perf_counter()
-        world = register_network(system, args.readers)
-        t1 = time.perf_counter()
         counts = seed_cases(system, world.townships, args.cases)
-        t2 = time.perf_counter()
-        port = _free_port()
-        server = BackgroundServer(system, "127.0.0.1", port)
-        server.start()
-        stack.callback(server.stop)
-        world.base = f"http://127.0.0.1:{port}"
         say(f"{label}: network and {sum(len(r) for r in world.readers.values()) + len(world.clinics) + 1} users "
-            f"in {t1 - t0:.1f} s, {args.cases:,} cases in {t2 - t1:.1f} s")
+            f"in {network_s:.1f} s, {args.cases:,} cases in {time.perf_counter() - t0:.1f} s")
         clients = Clients(world.base, args.clients)
         stack.callback(clients.close)
         for row in part_lists(world, clients, args.requests, args.clients, label, counts):

@@ -26,6 +26,7 @@ from pydicom.uid import UID
 from pydicom.values import convert_DA_string, convert_PN, convert_string, convert_text, convert_UI
 
 from telediag.ingest.uids import printable, uid_problem
+from telediag.store import InstanceCatalog, StudyCatalog
 from telediag.ingest.dicom_scan import (HEADER_VRS, META_VRS, FileMeta, MalformedDataSet, ScanResult,
                                  read_file_meta, scan)
 
@@ -86,21 +87,10 @@ class DicomInfo:
     patient_name: str | None
     patient_sex: str | None
     patient_birth_date: str | None
-    #: What the study catalog (QIDO-RS, C-FIND) matches and returns; None when absent or
-    #: malformed, which never refuses an object: they describe it, they do not file it.
-    study_date: str | None = None
-    study_time: str | None = None
-    accession_number: str | None = None
-    study_description: str | None = None
-    referring_physician_name: str | None = None
-    study_id: str | None = None
-    series_number: int | None = None
-    series_description: str | None = None
-    instance_number: int | None = None
-    #: Images only: from the pixel check, which reads past the header anyway.
-    rows: int | None = None
-    columns: int | None = None
-    number_of_frames: int | None = None
+    #: What the study catalog (QIDO-RS, C-FIND) matches and returns; an image's rows, columns
+    #: and frames come from the pixel check, which reads past the header anyway.
+    study: StudyCatalog = StudyCatalog()
+    instance: InstanceCatalog = InstanceCatalog()
 
     @property
     def is_ecg(self) -> bool:
@@ -383,15 +373,17 @@ def _identify(get: _Getter, get_meta: _Getter, ts: str) -> DicomInfo:
         patient_name=_text(get("PatientName")),
         patient_sex=(_text(get("PatientSex")) or "")[:1] or None,
         patient_birth_date=_text(get("PatientBirthDate")),
-        study_date=_date(_catalog_value(get, "StudyDate")),
-        study_time=_time(_catalog_value(get, "StudyTime")),
-        accession_number=_joined(_catalog_value(get, "AccessionNumber"), _CODE_WIDTH),
-        study_description=_joined(_catalog_value(get, "StudyDescription"), _TEXT_WIDTH),
-        referring_physician_name=_person(_catalog_value(get, "ReferringPhysicianName")),
-        study_id=_joined(_catalog_value(get, "StudyID"), _CODE_WIDTH),
-        series_number=_number(_catalog_value(get, "SeriesNumber")),
-        series_description=_joined(_catalog_value(get, "SeriesDescription"), _TEXT_WIDTH),
-        instance_number=_number(_catalog_value(get, "InstanceNumber")),
+        study=StudyCatalog(
+            study_date=_date(_catalog_value(get, "StudyDate")),
+            study_time=_time(_catalog_value(get, "StudyTime")),
+            accession_number=_joined(_catalog_value(get, "AccessionNumber"), _CODE_WIDTH),
+            study_description=_joined(_catalog_value(get, "StudyDescription"), _TEXT_WIDTH),
+            referring_physician_name=_person(_catalog_value(get, "ReferringPhysicianName")),
+            study_id=_joined(_catalog_value(get, "StudyID"), _CODE_WIDTH)),
+        instance=InstanceCatalog(
+            series_number=_number(_catalog_value(get, "SeriesNumber")),
+            series_description=_joined(_catalog_value(get, "SeriesDescription"), _TEXT_WIDTH),
+            instance_number=_number(_catalog_value(get, "InstanceNumber"))),
     )
 
 
@@ -452,4 +444,5 @@ def inspect(data: bytes, thorough: bool = False) -> DicomInfo:
         _check_document(ds if thorough else read_part10(data))
         return info
     rows, columns, frames = _check_pixels(ds if thorough else read_part10(data))
-    return dataclasses.replace(info, rows=rows, columns=columns, number_of_frames=frames)
+    return dataclasses.replace(info, instance=dataclasses.replace(info.instance, rows=rows, columns=columns,
+                                                                    number_of_frames=frames))

@@ -85,9 +85,7 @@ class Received:
         return [ObjectRow(key=f.key, size=len(f.data), sha256=f.sha256, media_type=f.media_type,
                           sop_instance_uid=self.instance_uid, sop_class_uid=info.sop_class_uid,
                           series_instance_uid=info.series_instance_uid, transfer_syntax_uid=info.transfer_syntax_uid,
-                          modality=info.modality, series_number=info.series_number,
-                          series_description=info.series_description, instance_number=info.instance_number,
-                          rows=info.rows, columns=info.columns, number_of_frames=info.number_of_frames)]
+                          modality=info.modality, catalog=info.instance)]
 
 
 def dicom_key(site_id: int, info: DicomInfo, sha256: str) -> str:
@@ -133,9 +131,7 @@ class IngestService:
                          study_instance_uid=info.study_instance_uid, is_ecg=info.is_ecg,
                          patient_key=info.patient_id, patient_name=info.patient_name,
                          patient_sex=info.patient_sex, patient_birth_date=info.patient_birth_date,
-                         study_date=info.study_date, study_time=info.study_time,
-                         accession_number=info.accession_number, study_description=info.study_description,
-                         referring_physician_name=info.referring_physician_name, study_id=info.study_id)
+                         catalog=info.study)
         file = ReceivedFile(dicom_key(device.site_id, info, digest), data, digest, MediaType.DICOM)
         return Received("dicom", info.sop_instance_uid, (file,), study, dicom=info)
 

@@ -12,9 +12,10 @@ import io
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
@@ -27,6 +28,7 @@ from telediag.domain import (QUALIFICATIONS, AlarmEventsRecorded, AuditBreak, Ca
                              PushChannel, ReportImmutable, ReportState, ReportVersion, ReviewState, Role, SiteLevel,
                              audit_hash, canonical_json, report_content, report_digest, utc_seconds)
 from telediag.ecg import MEASUREMENT_KEYS, Recording
+from telediag.ecg.readers.wfdb import RangeRead, WfdbLayout, read_wfdb_window, wfdb_layout
 from telediag.messagebus import MessageBus
 from telediag.network import KeyVault
 from telediag.review import statements as catalogue
@@ -36,8 +38,17 @@ from telediag.store.review import CaseScope
 
 log = logging.getLogger(__name__)
 
-#: Decoded recordings kept per process for the viewer (a 24-hour 3-lead Holter is ~500 MB as float64).
+#: Decoded recordings kept per process for the viewer: short ECGs; a WFDB record is read by range
+#: instead (a 24-hour 3-lead Holter would be ~500 MB as float64).
 _DECODED_KEPT = 4
+#: WFDB records read by range kept per process: a header's layout and the files' keys, a few KB each.
+_RANGED_KEPT = 256
+#: Overview envelopes of records read by range kept per process (at most 5000 bins of min and max:
+#: 80 KB), so the overview strip is computed once per record, lead and width.
+_ENVELOPES_KEPT = 64
+#: Samples (of all leads together) the overview's pass over a record read by range takes at a time:
+#: a few MB whatever the record's length, in few reads (62 for a 24-hour 3-lead Holter).
+_OVERVIEW_CHUNK_VALUES = 1 << 20
 #: Parsed images kept per process for the viewer's frames and windows (each holds its pixel data).
 _IMAGES_KEPT = 4
 #: Header summaries of images kept per process (a few hundred bytes each; objects never change).
@@ -50,6 +61,19 @@ _AUTO_WINDOW_PERCENTILES = (0.5, 99.5)
 
 #: What stores a Part 10 object into its study as a device: the ingest use case's ``ingest_dicom``.
 StudyArchive = Callable[[DeviceIdentity, bytes], IngestOutcome]
+
+
+@dataclass(frozen=True)
+class _RangedRecord:
+    """A WFDB record in the object store that the viewer reads window by window: its header's
+    layout (fs, leads, n_samples, duration_s, as a Recording has them) and a ranged read per
+    signal file."""
+
+    layout: WfdbLayout
+    files: dict[str, RangeRead]
+
+    def window(self, start: int, stop: int, leads: list[int] | None = None) -> np.ndarray:
+        return read_wfdb_window(self.layout, self.files, start, stop, leads)
 
 
 def _now() -> datetime:
@@ -75,6 +99,9 @@ class ReviewService:
     channels: tuple[PushChannel, ...] = ()
     archive: StudyArchive | None = None
     _decoded: OrderedDict[int, Recording] = field(default_factory=OrderedDict, init=False, repr=False)
+    _ranged: OrderedDict[int, _RangedRecord] = field(default_factory=OrderedDict, init=False, repr=False)
+    _envelopes: OrderedDict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = field(
+        default_factory=OrderedDict, init=False, repr=False)
     _images: OrderedDict[int, imaging.Frames] = field(default_factory=OrderedDict, init=False, repr=False)
     _image_facts: OrderedDict[int, dict[str, Any]] = field(default_factory=OrderedDict, init=False, repr=False)
     _cache_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -159,9 +186,12 @@ class ReviewService:
         view["previous"] = previous
         return view
 
-    def _recording(self, p: Principal, case_id: int, object_id: int) -> tuple[Recording, dict[str, Any]]:
-        """The decoded ECG of one of the case's objects and its analysis; the last few decoded
-        recordings are kept, so paging through a Holter decodes it once."""
+    def _recording(self, p: Principal, case_id: int, object_id: int
+                   ) -> tuple[Recording | _RangedRecord, dict[str, Any]]:
+        """The ECG of one of the case's objects and its analysis. A WFDB record is read by range,
+        window by window, so a 24-hour Holter (120 MB stored, 500 MB decoded) costs a window's
+        bytes; anything else (a 10-s ECG in one file, a WFDB record that cannot be read by
+        range) is decoded whole, and the last few decoded are kept, so paging decodes it once."""
         with self.db.uow() as uow:
             self._visible(p, uow.queue.ref(case_id), case_id)
             found = uow.queue.object_ref(case_id, object_id)
@@ -169,34 +199,49 @@ class ReviewService:
         if found is None:
             raise CaseNotVisible(f"case {case_id} has no object {object_id}")
         with self._cache_lock:
-            rec = self._decoded.get(object_id)
+            rec = self._ranged.get(object_id) or self._decoded.get(object_id)
         if rec is None:
-            rec = load_recording(self.store, *found)
+            rec = self._ranged_record(*found) or load_recording(self.store, *found)
+            kept, limit = ((self._ranged, _RANGED_KEPT) if isinstance(rec, _RangedRecord)
+                           else (self._decoded, _DECODED_KEPT))
             with self._cache_lock:
-                self._decoded[object_id] = rec
-                while len(self._decoded) > _DECODED_KEPT:
-                    self._decoded.popitem(last=False)
+                kept[object_id] = rec
+                while len(kept) > limit:
+                    kept.popitem(last=False)
         return rec, result or {}
+
+    def _ranged_record(self, obj: ObjectRef, siblings: tuple[ObjectRef, ...]) -> _RangedRecord | None:
+        """A WFDB header object as a record read by range, or None for any other object and for
+        a record only the full reader reads. The header is read whole and checked against its
+        sha256; the signal files' ranges cannot be (see ``ObjectStore.get_range``)."""
+        if obj.media_type != MediaType.WFDB_HEADER:
+            return None
+        layout = wfdb_layout(self.store.get(obj.key, obj.sha256))
+        if layout is None:
+            return None
+        return _RangedRecord(layout, {item.key.rsplit("/", 1)[-1]: partial(self.store.get_range, item.key)
+                                      for item in siblings})
 
     def waveform(self, p: Principal, case_id: int, object_id: int, start_s: float = 0.0,
                  seconds: float = 10.0) -> dict[str, Any]:
         """One window of the ECG for the viewer, with the beats, rhythm episodes and alarms in it."""
         rec, result = self._recording(p, case_id, object_id)
+        info = rec.layout if isinstance(rec, _RangedRecord) else rec
         seconds = min(max(seconds, 0.5), 60.0)
-        start_s = min(max(start_s, 0.0), max(rec.duration_s - seconds, 0.0))
-        a, b = int(start_s * rec.fs), min(int((start_s + seconds) * rec.fs), rec.n_samples)
-        window = np.round(rec.signals[a:b], 4)
+        start_s = min(max(start_s, 0.0), max(info.duration_s - seconds, 0.0))
+        a, b = int(start_s * info.fs), min(int((start_s + seconds) * info.fs), info.n_samples)
+        window = np.round(rec.window(a, b) if isinstance(rec, _RangedRecord) else rec.signals[a:b], 4)
         qrs, labels = result.get("qrs") or [], result.get("beats") or []
-        beats = [{"t": round(q / rec.fs, 4), "label": labels[i] if i < len(labels) else "Q"}
+        beats = [{"t": round(q / info.fs, 4), "label": labels[i] if i < len(labels) else "Q"}
                  for i, q in enumerate(qrs) if a <= q < b]
-        end_s = b / rec.fs
+        end_s = b / info.fs
 
         def overlapping(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
             return [i for i in items if float(i.get("start_s") or 0) < end_s and float(i.get("end_s") or 0) >= start_s]
 
-        return {"fs": rec.fs, "leads": list(rec.leads), "start_s": a / rec.fs, "seconds": (b - a) / rec.fs,
-                "duration_s": rec.duration_s, "units": "mV",
-                "signals": {lead: window[:, i].tolist() for i, lead in enumerate(rec.leads)}, "beats": beats,
+        return {"fs": info.fs, "leads": list(info.leads), "start_s": a / info.fs, "seconds": (b - a) / info.fs,
+                "duration_s": info.duration_s, "units": "mV",
+                "signals": {lead: window[:, i].tolist() for i, lead in enumerate(info.leads)}, "beats": beats,
                 "episodes": [{"label": e["label"], "start_s": e["start_s"], "end_s": e["end_s"]}
                              for e in overlapping(result.get("rhythm") or [])],
                 "alarms": [{k: x.get(k) for k in ("type", "severity", "start_s", "end_s", "text", "text_zh")}
@@ -205,16 +250,29 @@ class ReviewService:
     def overview(self, p: Principal, case_id: int, object_id: int, points: int = 1000,
                  lead: str | None = None) -> dict[str, Any]:
         """An envelope (min and max per bin) of one lead over the whole recording: the overview
-        strip a long recording is paged from."""
+        strip a long recording is paged from. A record read by range is passed over in chunks
+        of bounded size, once: its envelope is kept."""
         rec, _ = self._recording(p, case_id, object_id)
-        index = rec.leads.index(lead) if lead in rec.leads else (rec.leads.index("II") if "II" in rec.leads else 0)
-        x = rec.signals[:, index]
-        bins = max(1, min(int(points), 5000, x.size))
-        edges = np.linspace(0, x.size, bins + 1).astype(int)
-        lo = np.minimum.reduceat(x, edges[:-1])
-        hi = np.maximum.reduceat(x, edges[:-1])
-        return {"duration_s": rec.duration_s, "lead": rec.leads[index], "min": np.round(lo, 3).tolist(),
-                "max": np.round(hi, 3).tolist()}
+        info = rec.layout if isinstance(rec, _RangedRecord) else rec
+        index = info.leads.index(lead) if lead in info.leads else (info.leads.index("II") if "II" in info.leads else 0)
+        n = info.n_samples
+        bins = max(1, min(int(points), 5000, n))
+        if isinstance(rec, _RangedRecord):
+            key = (object_id, index, bins)
+            with self._cache_lock:
+                envelope = self._envelopes.get(key)
+            if envelope is None:
+                step = max(1, _OVERVIEW_CHUNK_VALUES // len(info.leads))
+                envelope = _envelope(((a, rec.window(a, min(a + step, n), [index])[:, 0])
+                                      for a in range(0, n, step)), n, bins)
+                with self._cache_lock:
+                    self._envelopes[key] = envelope
+                    while len(self._envelopes) > _ENVELOPES_KEPT:
+                        self._envelopes.popitem(last=False)
+        else:
+            envelope = _envelope([(0, rec.signals[:, index])], n, bins)
+        lo, hi = envelope
+        return {"duration_s": info.duration_s, "lead": info.leads[index], "min": lo.tolist(), "max": hi.tolist()}
 
     # -- images ----------------------------------------------------------------------------------------
     def preview(self, p: Principal, case_id: int, object_id: int, frame: int = 0,
@@ -651,6 +709,21 @@ def _check_kind(kind: str, statements: list[str], findings: str) -> None:
         raise InvalidReport("an imaging report has no coded statements: write findings and an impression")
     if kind != "imaging" and findings.strip():
         raise InvalidReport("an ECG report has no free-text findings: use statements and the conclusion")
+
+
+def _envelope(chunks: Iterable[tuple[int, np.ndarray]], n: int, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Min and max (rounded to 3 decimals) of each of ``bins`` equal bins of a signal of ``n``
+    samples given as consecutive (first sample, samples) chunks, so a long record needs only
+    a chunk in memory at a time; NaN in a bin makes its min and max NaN, as for the whole."""
+    edges = np.linspace(0, n, bins + 1).astype(int)
+    lo, hi = np.full(bins, np.inf), np.full(bins, -np.inf)
+    for at, x in chunks:
+        first = int(np.searchsorted(edges, at, side="right")) - 1
+        last = int(np.searchsorted(edges, at + x.size - 1, side="right"))
+        starts = np.maximum(edges[first:last], at) - at
+        lo[first:last] = np.minimum(lo[first:last], np.minimum.reduceat(x, starts))
+        hi[first:last] = np.maximum(hi[first:last], np.maximum.reduceat(x, starts))
+    return np.round(lo, 3), np.round(hi, 3)
 
 
 #: Pixels of the study thumbnail a report page prints (about 130 dpi over its 100 mm).

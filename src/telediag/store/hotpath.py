@@ -38,6 +38,31 @@ class KnownInstance(NamedTuple):
 
 
 @dataclass(frozen=True)
+class StudyCatalog:
+    """What the study catalog (QIDO-RS, C-FIND) matches and returns of a study, from its first
+    object; None where absent or malformed (they describe an object, they never refuse it)."""
+
+    study_date: str | None = None
+    study_time: str | None = None
+    accession_number: str | None = None
+    study_description: str | None = None
+    referring_physician_name: str | None = None
+    study_id: str | None = None
+
+
+@dataclass(frozen=True)
+class InstanceCatalog:
+    """The catalog's series and instance attributes of one object; image sizes from the pixel check."""
+
+    series_number: int | None = None
+    series_description: str | None = None
+    instance_number: int | None = None
+    rows: int | None = None
+    columns: int | None = None
+    number_of_frames: int | None = None
+
+
+@dataclass(frozen=True)
 class ObjectRow:
     """What the ``stored_objects`` row of one received file holds.
 
@@ -57,12 +82,7 @@ class ObjectRow:
     modality: str | None = None
     record_name: str | None = None
     #: The catalog's instance and series attributes (QIDO-RS, C-FIND), as the object was sent.
-    series_number: int | None = None
-    series_description: str | None = None
-    instance_number: int | None = None
-    rows: int | None = None
-    columns: int | None = None
-    number_of_frames: int | None = None
+    catalog: InstanceCatalog = InstanceCatalog()
 
 
 @dataclass(frozen=True)
@@ -78,12 +98,7 @@ class StudyRef:
     patient_name: str | None = None
     patient_sex: str | None = None
     patient_birth_date: str | None = None
-    study_date: str | None = None
-    study_time: str | None = None
-    accession_number: str | None = None
-    study_description: str | None = None
-    referring_physician_name: str | None = None
-    study_id: str | None = None
+    catalog: StudyCatalog = StudyCatalog()
 
 
 _objects, _cases, _patients, _jobs, _quarantine, _sites = (
@@ -234,19 +249,14 @@ class RowTransaction:
             kind=CaseKind.ECG if ref.is_ecg else CaseKind.IMAGING, study_instance_uid=ref.study_instance_uid,
             status=CaseStatus.RECEIVED, priority=Priority.ROUTINE.value, received_at=now, updated_at=now,
             deadline_at=now + timedelta(seconds=self._rows.deadlines.routine_s),
-            review_state=ReviewState.OPEN.value, route_of=ref.site_id, study_date=ref.study_date,
-            study_time=ref.study_time, accession_number=ref.accession_number,
-            study_description=ref.study_description, referring_physician_name=ref.referring_physician_name,
-            study_id=ref.study_id))
+            review_state=ReviewState.OPEN.value, route_of=ref.site_id, **vars(ref.catalog)))
 
     def insert_object(self, case_id: int, row: ObjectRow, now: datetime) -> int:
         return self._id("insert_object", dict(
             case_id=case_id, key=row.key, size=row.size, sha256=row.sha256, media_type=row.media_type,
             sop_class_uid=row.sop_class_uid, sop_instance_uid=row.sop_instance_uid,
             series_instance_uid=row.series_instance_uid, transfer_syntax_uid=row.transfer_syntax_uid,
-            modality=row.modality, record_name=row.record_name, received_at=now, series_number=row.series_number,
-            series_description=row.series_description, instance_number=row.instance_number, rows=row.rows,
-            columns=row.columns, number_of_frames=row.number_of_frames))
+            modality=row.modality, record_name=row.record_name, received_at=now, **vars(row.catalog)))
 
     def insert_job(self, object_id: int, kind: str, now: datetime, rules: str | None = None) -> int:
         """The object's outbox job; ``rules`` is the rule set the upload named (None: the device's)."""

@@ -2,7 +2,9 @@
 
 ``put`` returns only once the bytes are durable (fsync'd file and directory, or the S3
 server's 200), and is idempotent for identical bytes. ``get`` verifies the sha256
-recorded at ingest, so silent corruption is detected rather than analysed.
+recorded at ingest, so silent corruption is detected rather than analysed. ``get_range``
+returns part of an object (a window of a long recording) unchecked: a digest covers the
+whole object only, which ingest verified and every full read (the analysis) verifies again.
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ class ObjectStore(Protocol):
         record it must not delete what someone else may have recorded)."""
         ...
     def get(self, key: str, sha256: str | None = None) -> bytes: ...
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        """Up to ``length`` bytes of the object from ``offset`` (fewer at its end), without
+        a hash check: the recorded sha256 is of the whole object, so a part cannot be
+        verified on its own; the whole is verified at ingest and on every full read."""
+        ...
     def exists(self, key: str) -> bool: ...
     def delete(self, key: str) -> None: ...
 
@@ -46,6 +53,11 @@ def _verify(key: str, data: bytes, sha256: str | None) -> bytes:
     if sha256 is not None and sha256_hex(data) != sha256:
         raise IntegrityError(f"object {key} does not match its recorded sha256")
     return data
+
+
+def _check_range(offset: int, length: int) -> None:
+    if offset < 0 or length < 0:
+        raise ValueError(f"invalid byte range: offset {offset}, length {length}")
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -188,6 +200,16 @@ class LocalFolderStore:
             raise ObjectStoreError(f"local store could not read {key}: {exc.strerror or exc}") from exc
         return _verify(key, data, sha256)
 
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        """Up to ``length`` bytes from ``offset`` (unchecked, see :meth:`ObjectStore.get_range`)."""
+        _check_range(offset, length)
+        try:
+            with open(self._path(key), "rb") as fh:
+                fh.seek(offset)
+                return fh.read(length)
+        except OSError as exc:
+            raise ObjectStoreError(f"local store could not read {key}: {exc.strerror or exc}") from exc
+
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
@@ -248,6 +270,31 @@ class S3Store:
         except Exception as exc:
             raise ObjectStoreError(f"S3 get of {key} failed: {type(exc).__name__}: {exc}") from exc
         return _verify(key, data, sha256)
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        """Up to ``length`` bytes from ``offset`` as one ranged GET (unchecked, see
+        :meth:`ObjectStore.get_range`)."""
+        from minio.error import S3Error
+
+        _check_range(offset, length)
+        if length == 0:
+            return b""  # S3 has no empty range: bytes=offset-(offset-1) is refused
+        try:
+            resp = self.client.get_object(self.bucket, _check_key(key), offset=offset, length=length)
+            try:
+                return resp.read()
+            finally:
+                resp.close()
+                resp.release_conn()
+        except ValueError:
+            raise
+        except S3Error as exc:
+            if exc.code == "InvalidRange":  # the range starts at or after the end, as a file read there
+                return b""
+            raise ObjectStoreError(f"S3 get of {key} bytes {offset}+{length} failed: {exc.code}") from exc
+        except Exception as exc:
+            raise ObjectStoreError(f"S3 get of {key} bytes {offset}+{length} failed: {type(exc).__name__}: "
+                                   f"{exc}") from exc
 
     def exists(self, key: str) -> bool:
         from minio.error import S3Error
