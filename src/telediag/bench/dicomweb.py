@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Callable
 import httpx
 import numpy as np
 
-from telediag.bench.review import Clients, Township, World, _throwaway_postgres, serve_world
+from telediag.bench.review import Clients, Township, World, databases, serve_world
 
 if TYPE_CHECKING:
     from telediag.bootstrap import System
@@ -375,13 +375,10 @@ def part_stow(world: World, work: Path, n: int, database_url: str | None, label:
 def run_database(label: str, database_url: str | None, args: argparse.Namespace,
                  say: Callable[[str], None]) -> None:
     with ExitStack() as stack:
-        system, world, work, network_s = serve_world(stack, "telediag-bench-dicomweb-", database_url, args.readers)
-        t0 = time.perf_counter()
-        seeded = seed_catalog(system, world.townships, args.instances)
-        say(f"{label}: network in {network_s:.1f} s, {seeded.instances:,} instances catalogued in "
-            f"{time.perf_counter() - t0:.1f} s")
-        clients = Clients(world.base, 1)
-        stack.callback(clients.close)
+        _, world, work, clients, seeded, network_s, seed_s = serve_world(
+            stack, "telediag-bench-dicomweb-", database_url, args.readers, 1,
+            lambda system, world: seed_catalog(system, world.townships, args.instances))
+        say(f"{label}: network in {network_s:.1f} s, {seeded.instances:,} instances catalogued in {seed_s:.1f} s")
         for row in part_qido(world, clients, seeded, args.requests, label):
             say(row)
         if args.study_mb:
@@ -416,12 +413,7 @@ def main(argv: list[str] | None = None) -> int:
 
     say(f"telediag bench dicomweb: QIDO-RS target p99 < {QIDO_TARGET_MS:.0f} ms (on PostgreSQL, 100,000 instances)")
     with ExitStack() as stack:
-        databases: list[tuple[str, str | None]] = [("SQLite (embedded)", None)]
-        if args.database_url:
-            databases.append(("PostgreSQL", args.database_url))
-        if args.postgres:
-            databases.append(("PostgreSQL (throw-away)", _throwaway_postgres(args.pg_admin, stack)))
-        for label, url in databases:
+        for label, url in databases(args, stack):
             run_database(label, url, args, say)
     say(f"whole bench: {time.perf_counter() - started:.0f} s")
     return 0

@@ -45,10 +45,12 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from multiprocessing import get_context
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 import httpx
 import numpy as np
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from telediag.bootstrap import System
@@ -458,11 +460,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve_world(stack: ExitStack, prefix: str, database_url: str | None, readers: int
-                ) -> tuple["System", World, Path, float]:
-    """A fresh system in a temporary folder with the benchmark network, its API served on
-    loopback, all undone by ``stack``: the system, the world, the folder, and the seconds the
-    network took to register."""
+def serve_world(stack: ExitStack, prefix: str, database_url: str | None, readers: int, clients: int,
+                seed: Callable[["System", World], T]) -> tuple["System", World, Path, "Clients", T, float, float]:
+    """A fresh system in a temporary folder with the benchmark network, seeded by ``seed``, its API
+    served on loopback and ``clients`` client processes: all undone by ``stack``. Returns the
+    system, the world, the folder, the clients, what ``seed`` returned, and the seconds the
+    network and the seeding took."""
     from telediag.bootstrap import System
     from telediag.config import Settings
     from telediag.web import BackgroundServer
@@ -473,12 +476,16 @@ def serve_world(stack: ExitStack, prefix: str, database_url: str | None, readers
     stack.callback(system.close)
     t0 = time.perf_counter()
     world = register_network(system, readers)
-    took = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    seeded = seed(system, world)
+    t2 = time.perf_counter()
     server = BackgroundServer(system, "127.0.0.1", port := _free_port())
     server.start()
     stack.callback(server.stop)
     world.base = f"http://127.0.0.1:{port}"
-    return system, world, work, took
+    pool = Clients(world.base, clients)
+    stack.callback(pool.close)
+    return system, world, work, pool, seeded, t1 - t0, t2 - t1
 
 
 def run_database(label: str, database_url: str | None, args: argparse.Namespace, holter: dict[str, bytes],
@@ -486,19 +493,28 @@ def run_database(label: str, database_url: str | None, args: argparse.Namespace,
     """Build the world on one database and serve it; print part 1 and return part 2's sign
     row and part 3's table, which are printed with the other databases' at the end."""
     with ExitStack() as stack:
-        system, world, _, network_s = serve_world(stack, "telediag-bench-review-", database_url, args.readers)
-        t0 = time.perf_counter()
-        counts = seed_cases(system, world.townships, args.cases)
+        _, world, _, clients, counts, network_s, seed_s = serve_world(
+            stack, "telediag-bench-review-", database_url, args.readers, args.clients,
+            lambda system, world: seed_cases(system, world.townships, args.cases))
         say(f"{label}: network and {sum(len(r) for r in world.readers.values()) + len(world.clinics) + 1} users "
-            f"in {network_s:.1f} s, {args.cases:,} cases in {time.perf_counter() - t0:.1f} s")
-        clients = Clients(world.base, args.clients)
-        stack.callback(clients.close)
+            f"in {network_s:.1f} s, {args.cases:,} cases in {seed_s:.1f} s")
         for row in part_lists(world, clients, args.requests, args.clients, label, counts):
             say(row)
         clinic, neighbour = world.townships[:2]     # two townships of County 01
         ecg = args.ecg.read_bytes()
         return (part_sign(world, clinic, ecg, args.sign, label),
                 part_viewer(world, clinic, neighbour, ecg, holter, args.holter_hours, args.repeat, label))
+
+
+def databases(args: argparse.Namespace, stack: ExitStack) -> list[tuple[str, str | None]]:
+    """The databases a bench runs on: SQLite always, PostgreSQL by ``--database-url`` and/or a
+    throw-away one by ``--postgres`` (dropped by ``stack``)."""
+    chosen: list[tuple[str, str | None]] = [("SQLite (embedded)", None)]
+    if args.database_url:
+        chosen.append(("PostgreSQL", args.database_url))
+    if args.postgres:
+        chosen.append(("PostgreSQL (throw-away)", _throwaway_postgres(args.pg_admin, stack)))
+    return chosen
 
 
 def _throwaway_postgres(admin_dsn: str, stack: ExitStack) -> str:
@@ -544,12 +560,7 @@ def main(argv: list[str] | None = None) -> int:
     say(f"synthetic Holter: {args.holter_hours:g} h, {len(HOLTER_LEADS)} leads, {HOLTER_FS} Hz, "
         f"{sum(map(len, holter.values())) / 2**20:.0f} MB of WFDB made in {time.perf_counter() - t0:.1f} s")
     with ExitStack() as stack:
-        databases: list[tuple[str, str | None]] = [("SQLite (embedded)", None)]
-        if args.database_url:
-            databases.append(("PostgreSQL", args.database_url))
-        if args.postgres:
-            databases.append(("PostgreSQL (throw-away)", _throwaway_postgres(args.pg_admin, stack)))
-        results = [run_database(label, url, args, holter, say) for label, url in databases]
+        results = [run_database(label, url, args, holter, say) for label, url in databases(args, stack)]
     for row in pdf_rows + [sign for sign, _ in results] + [row for _, viewer in results for row in viewer]:
         say(row)
     say(PEER)

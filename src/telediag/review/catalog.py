@@ -25,7 +25,7 @@ import io
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from pydicom import dcmread
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
@@ -269,8 +269,7 @@ def _element(ds: Dataset, path: str) -> DataElement:
 
 
 # -- results of retrieve and store -------------------------------------------------------------
-@dataclass(frozen=True)
-class Part:
+class Part(NamedTuple):
     """One part of a multipart answer: its media type (with parameters) and its bytes."""
 
     media_type: str

@@ -25,7 +25,7 @@ from telediag import imaging
 from telediag.analysis import load_recording
 from telediag.domain import (QUALIFICATIONS, AlarmEventsRecorded, AuditBreak, CaseNotVisible, InvalidReport, CaseRef,
                              ClaimConflict, DeviceIdentity, IngestOutcome, MediaType, NotPermitted, Principal,
-                             PushChannel, ReportImmutable, ReportState, ReportVersion, ReviewState, Role, SiteLevel,
+                             PushChannel, ReportImmutable, ReportState, ReportVersion, Role, SiteLevel,
                              audit_hash, canonical_json, report_content, report_digest, utc_seconds)
 from telediag.ecg import MEASUREMENT_KEYS, Recording
 from telediag.ecg.readers.wfdb import RangeRead, WfdbLayout, read_wfdb_window, wfdb_layout
