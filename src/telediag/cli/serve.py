@@ -24,12 +24,9 @@ def _wait_for_signal() -> None:
 def _serve_http(system, settings: Settings) -> None:
     import uvicorn
 
-    from telediag.review.pdf import prepare_fonts
     from telediag.web import create_app
 
     app = create_app(system)
-    # The report font is cut down once per process (a few seconds): now, not in the first signature.
-    threading.Thread(target=prepare_fonts, name="telediag-fonts", daemon=True).start()
     # Everything built so far lives as long as the process: moving it out of the collector's
     # generations keeps full collections (pauses of 200 ms in a queue request) short.
     gc.collect()

@@ -21,8 +21,8 @@ page uses are loaded and embedded (a subset), so a report stays small.
 
 from __future__ import annotations
 
-import atexit
 import functools
+import hashlib
 import io
 import logging
 import math
@@ -223,9 +223,10 @@ def _gb2312_level1() -> set[str]:
 @functools.lru_cache(maxsize=1)
 def _common_font(font: CjkFont) -> tuple[CjkFont, frozenset[int]] | None:
     """A copy of ``font`` cut down to ASCII, the labels, the statements and the common Chinese
-    characters, made once per process in the temporary folder: reading the 5 MB collection for
-    every report cost nine tenths of the rendering. A report with a rarer character uses the
-    whole font. None when the copy cannot be made (the whole font is used)."""
+    characters: reading the whole 5 MB collection for every report cost nine tenths of the
+    rendering. The copy is made once (a few seconds) and kept in the temporary folder under a
+    name derived from the font file, so later processes reuse it. A report with a rarer
+    character uses the whole font; None when no copy can be made (the whole font is used)."""
     from fontTools import subset
 
     from telediag.review.statements import STATEMENTS
@@ -233,30 +234,29 @@ def _common_font(font: CjkFont) -> tuple[CjkFont, frozenset[int]] | None:
     wanted = {chr(c) for c in range(0x20, 0x7F)} | _gb2312_level1()
     wanted |= {c for table in (_LABELS, _SEX) for en, zh in table.values() for c in en + zh} | {"°", "µ"}
     wanted |= {c for st in STATEMENTS for c in st.en + st.zh}
+    stat = font.path.stat()
+    tag = hashlib.sha256(f"{font.path}|{font.face}|{stat.st_size}|{stat.st_mtime_ns}|{''.join(sorted(wanted))}"
+                         .encode()).hexdigest()[:16]
+    path = Path(tempfile.gettempdir()) / f"telediag-cjk-{tag}.ttf"
     try:
-        face = TTFont(font.path, fontNumber=font.face)
-        cmap = face.getBestCmap()
-        codes = frozenset(ord(c) for c in wanted if ord(c) in cmap)
-        options = subset.Options()
-        options.name_IDs = ["*"]
-        subsetter = subset.Subsetter(options)
-        subsetter.populate(unicodes=codes)
-        subsetter.subset(face)
-        fd, name = tempfile.mkstemp(prefix="telediag-cjk-", suffix=".ttf")
-        with os.fdopen(fd, "wb") as out:
-            face.save(out)
+        if not path.is_file():
+            face = TTFont(font.path, fontNumber=font.face)
+            cmap = face.getBestCmap()
+            options = subset.Options()
+            options.name_IDs = ["*"]
+            subsetter = subset.Subsetter(options)
+            subsetter.populate(unicodes={ord(c) for c in wanted if ord(c) in cmap})
+            subsetter.subset(face)
+            fd, partial = tempfile.mkstemp(prefix="telediag-cjk-", suffix=".part")
+            with os.fdopen(fd, "wb") as out:
+                face.save(out)
+            os.replace(partial, path)  # whole or not at all, even with two processes at once
+        with TTFont(path, lazy=True) as cut:
+            codes = frozenset(cut.getBestCmap())
     except Exception:  # a font fontTools cannot cut: the whole one still renders
         log.warning("could not cut the CJK font down; reports use the whole font", exc_info=True)
         return None
-    atexit.register(os.unlink, name)
-    return CjkFont(Path(name)), codes
-
-
-def prepare_fonts() -> None:
-    """Find and cut the CJK font now (a server calls this at start, so no signature waits for it)."""
-    font = find_cjk_font()
-    if font is not None:
-        _common_font(font)
+    return CjkFont(path), codes
 
 
 # --------------------------------------------------------------------------
