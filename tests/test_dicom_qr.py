@@ -43,7 +43,7 @@ from telediag.network import add_device, device_by_ae_title
 from telediag.network.services import set_device_destination
 from telediag.store.tables import StoredObject
 
-from conftest import Network, register_network
+from conftest import SAMPLE_DATA, Network, register_network
 from scp_fixtures import SCP_AE, RunningSCP
 from test_dicom_scp import PROPOSE, dataset_bytes, transfer_syntax
 
@@ -192,7 +192,8 @@ def qr_tools() -> dict[str, str]:
 
 
 @pytest.fixture
-def qr(tmp_path: Path, qr_tools: dict[str, str], shared_dicom: Path) -> Iterator[QR]:
+def qr(tmp_path: Path, qr_tools: dict[str, str]) -> Iterator[QR]:
+    samples = SAMPLE_DATA / "dicom"  # in every clone, with or without ../shared
     system = System(Settings(data_dir=tmp_path / "data", ae_title=SCP_AE, dicom_port=0))
     network = register_network(system)
     add_device(system.db, "county-pacs", "County A", "COUNTYPACS")
@@ -205,12 +206,12 @@ def qr(tmp_path: Path, qr_tools: dict[str, str], shared_dicom: Path) -> Iterator
         ct, mr = generate_uid(), generate_uid()
         wang = ("QR-P1", "Wang^Fang=王^芳")
         sent = Sent(
-            a=[_sample(shared_dicom / "CT_small.dcm", files, a, ct, 1, wang, "20240105"),
-               _sample(shared_dicom / "CT_small.dcm", files, a, ct, 2, wang, "20240105"),
-               _sample(shared_dicom / "MR_small.dcm", files, a, mr, 1, wang, "20240105")],
-            b=[_sample(shared_dicom / "MR_small_jp2klossless.dcm", files, b, generate_uid(), 1,
+            a=[_sample(samples / "CT_small.dcm", files, a, ct, 1, wang, "20240105"),
+               _sample(samples / "CT_small.dcm", files, a, ct, 2, wang, "20240105"),
+               _sample(samples / "MR_small.dcm", files, a, mr, 1, wang, "20240105")],
+            b=[_sample(samples / "MR_small_jp2klossless.dcm", files, b, generate_uid(), 1,
                        ("QR-P2", "Li^Na"), "20240320")],
-            c=[_sample(shared_dicom / "CT_small.dcm", files, c, generate_uid(), 1, ("QR-P3", "Zhao^Lei"),
+            c=[_sample(samples / "CT_small.dcm", files, c, generate_uid(), 1, ("QR-P3", "Zhao^Lei"),
                        "20240210")])
         running = RunningSCP(scp, network, qr_tools["storescu"], qr_tools["echoscu"])
         _send(running, sent.a + sent.b, "CART1")
