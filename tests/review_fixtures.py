@@ -110,3 +110,19 @@ def review_world(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Rev
         server.stop()
         worker.stop()
         system.close()
+
+
+def rebuilt_digest(case: dict[str, Any], statements: list[str], conclusion: str, measurements: dict[str, Any],
+                   signed: dict[str, Any], findings: str = "", version: int = 1, replaces: int | None = None) -> bytes:
+    """The SHA-256 a verifier computes from the case and the report as documented in
+    docs/review-api.md (not through telediag's own code): it must equal the signed digest."""
+    import hashlib
+
+    from telediag.domain import canonical_json
+
+    content = {"case_id": case["case_id"], "version": version, "replaces": replaces, "site_id": case["site_id"],
+               "patient_key": case["patient"]["patient_key"], "statements": statements, "findings": findings,
+               "conclusion": conclusion, "measurements": measurements, "signed_by": signed["signed_by"],
+               "signed_at": signed["signed_at"]}
+    return hashlib.sha256(canonical_json(content)).digest()
+

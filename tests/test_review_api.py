@@ -17,9 +17,8 @@ import pytest
 from pypdf import PdfReader
 
 from alarm_fixtures import normal_ecg, pause_ecg
-from review_fixtures import PASSWORD, ReviewWorld, review_world  # noqa: F401 - fixture
+from review_fixtures import PASSWORD, ReviewWorld, rebuilt_digest, review_world  # noqa: F401 - fixture
 from services import run_cli, telediag_env
-from telediag.domain import canonical_json
 from telediag.network import user_by_token, verify_signature
 
 pytest_plugins = ["services"]
@@ -124,11 +123,7 @@ def test_claim_draft_sign_amend_and_verify(review_world: ReviewWorld) -> None:
     assert key["algorithm"] == "ed25519"
     # Anyone can rebuild the canonical content (docs/review-api.md) and check digest and signature.
     case = w.call("GET", base, user="c1").json()
-    content = {"case_id": case_id, "version": 1, "replaces": None, "site_id": case["site_id"],
-               "patient_key": case["patient"]["patient_key"], "statements": body["statements"], "findings": "",
-               "conclusion": body["conclusion"], "measurements": proposal["measurements"], "signed_by": "ra",
-               "signed_at": s["signed_at"]}
-    digest = hashlib.sha256(canonical_json(content)).digest()
+    digest = rebuilt_digest(case, body["statements"], body["conclusion"], proposal["measurements"], s)
     assert digest.hex() == s["sha256"]
     assert verify_signature(key["public_key"], digest, s["signature"])
     assert not verify_signature(key["public_key"], hashlib.sha256(b"other").digest(), s["signature"])

@@ -14,14 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-import pytest
 from PIL import Image
 from pydicom.uid import generate_uid
 from pypdf import PdfReader
 
 from alarm_fixtures import normal_ecg
 from conftest import SAMPLE_DATA
-from review_fixtures import ReviewWorld, review_world  # noqa: F401 - fixture
+from review_fixtures import ReviewWorld, rebuilt_digest, review_world  # noqa: F401 - fixture
 from telediag.domain import canonical_json
 from telediag.network import verify_signature
 from telediag.review.dicom_report import encapsulated_report
@@ -211,12 +210,8 @@ def test_ecg_reports_sign_empty_findings_and_go_into_their_study(review_world: R
     assert w.call("PUT", f"{base}/report", user="ra", json=body).status_code == 200
     s = w.call("POST", f"{base}/report/sign", user="ra").json()
     case = w.call("GET", base, user="ra").json()
-    content = {"case_id": case_id, "version": 1, "replaces": None, "site_id": case["site_id"],
-               "patient_key": case["patient"]["patient_key"], "statements": body["statements"], "findings": "",
-               "conclusion": body["conclusion"], "measurements": proposal["measurements"], "signed_by": "ra",
-               "signed_at": s["signed_at"]}
-    digest = hashlib.sha256(canonical_json(content)).digest()
-    assert digest.hex() == s["sha256"]
+    assert rebuilt_digest(case, body["statements"], body["conclusion"], proposal["measurements"], s).hex() \
+        == s["sha256"]
 
     pdf = w.call("GET", f"{base}/report.pdf", user="c1").content
     assert "Findings:" not in PdfReader(io.BytesIO(pdf)).pages[0].extract_text()
