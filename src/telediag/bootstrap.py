@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
@@ -203,6 +204,18 @@ class System:
         return Sweeper(self.db, self.publisher, BrokerWatch(self.broker), interval_s=interval_s or s.sweep_interval_s,
                        stale_after_s=s.job_stale_after_s, pending_grace_s=s.job_pending_grace_s,
                        owns_all_jobs=owns_all_jobs)
+
+    def start_embedded(self, stack: ExitStack, processes: int | None = None, host: str | None = None) -> StorageSCP:
+        """Start what ``telediag up`` runs besides HTTP - analysis processes, the push worker, the
+        job, push and review sweepers, the DICOM SCP - each stopped by ``stack`` in reverse order.
+        This process owns every job, so the sweeper republishes the unfinished ones at once."""
+        self.db  # migrate before anything listens
+        parts = [self.embedded_worker(processes), self.push_worker(), self.sweeper(owns_all_jobs=True),
+                 self.push_sweeper(), self.review_sweeper(), self.storage_scp(host)]
+        for part in parts:
+            part.start()
+            stack.callback(part.stop)
+        return parts[-1]
 
     def close(self) -> None:
         if "alarm_feed" in self.__dict__:

@@ -80,23 +80,11 @@ def _listening(port: int) -> bool:
 
 
 def _start_embedded(system: System, stack: ExitStack) -> None:
-    """Start SCP, API, workers (analysis and push) and sweeper in this process for the demo's duration."""
+    """Everything ``telediag up`` runs, in this process for the demo's duration (DICOM on loopback)."""
     from telediag.web import BackgroundServer
 
-    worker = system.embedded_worker()
-    worker.start()
-    stack.callback(worker.stop)
-    pusher = system.push_worker()
-    pusher.start()
-    stack.callback(pusher.stop)
-    for background in (system.sweeper(owns_all_jobs=True), system.review_sweeper()):
-        background.start()
-        stack.callback(background.stop)
-    s = system.settings
-    scp = system.storage_scp(host="127.0.0.1")
-    scp.start()
-    stack.callback(scp.stop)
-    api = BackgroundServer(system, "127.0.0.1", s.http_port)
+    system.start_embedded(stack, host="127.0.0.1")
+    api = BackgroundServer(system, "127.0.0.1", system.settings.http_port)
     api.start()
     stack.callback(api.stop)
 

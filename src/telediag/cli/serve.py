@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from contextlib import ExitStack
 import gc
 import logging
 import signal
@@ -40,32 +41,13 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     system = System(settings)
-    system.db  # migrate before anything listens
-    worker = system.embedded_worker(args.workers)
-    worker.start()
-    pusher = system.push_worker()
-    pusher.start()
-    sweeper = system.sweeper(owns_all_jobs=True)  # this process owns every job: republish at once
-    sweeper.start()
-    push_sweeper = system.push_sweeper()
-    push_sweeper.start()
-    review_sweeper = system.review_sweeper()
-    review_sweeper.start()
-    scp = system.storage_scp()
-    scp.start()
-    print(f"telediag {settings.data_dir}: DICOM SCP {settings.ae_title}@{settings.dicom_host}:{scp.port}, "
-          f"HTTP http://{settings.http_host}:{settings.http_port} (readers' and clinics' pages; API docs at /docs); "
-          "Ctrl-C stops", flush=True)
-    try:
+    with ExitStack() as stack:
+        stack.callback(system.close)
+        scp = system.start_embedded(stack, args.workers)
+        print(f"telediag {settings.data_dir}: DICOM SCP {settings.ae_title}@{settings.dicom_host}:{scp.port}, "
+              f"HTTP http://{settings.http_host}:{settings.http_port} (readers' and clinics' pages; API docs at "
+              "/docs); Ctrl-C stops", flush=True)
         _serve_http(system, settings)
-    finally:
-        scp.stop()
-        review_sweeper.stop()
-        push_sweeper.stop()
-        sweeper.stop()
-        pusher.stop()
-        worker.stop()
-        system.close()
     return 0
 
 

@@ -41,7 +41,7 @@ def client_address(request: Request) -> str | None:
 AddressDep = Annotated[str | None, Depends(client_address)]
 
 
-def _bearer(authorization: str | None) -> str | None:
+def bearer_token(authorization: str | None) -> str | None:
     if authorization and authorization.lower().startswith("bearer "):
         return authorization[7:].strip() or None
     return None
@@ -69,7 +69,7 @@ def current_principal(request: Request, system: SystemDep, x_api_key: Annotated[
                       authorization: Annotated[str | None, Header()] = None,
                       x_csrf_token: Annotated[str | None, Header()] = None) -> Principal:
     """Whoever the request's credential names (see module doc); 401 without a valid one."""
-    bearer = _bearer(authorization)
+    bearer = bearer_token(authorization)
     if bearer and not bearer.startswith("td_"):
         principal = user_by_token(system.db, bearer)
         if principal is not None:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from telediag.domain import LoginRefused, LoginResult
 from telediag.network import login, logout, public_key
 from telediag.network.keys import ALGORITHM
-from telediag.web.deps import (SESSION_COOKIE, AddressDep, SystemDep, UserDep, session_principal,
+from telediag.web.deps import (SESSION_COOKIE, bearer_token, AddressDep, SystemDep, UserDep, session_principal,
                                set_session_cookie)
 
 router = APIRouter(tags=["auth"])
@@ -53,7 +53,7 @@ def api_login(body: Credentials, request: Request, system: SystemDep, address: A
 
 @router.post("/api/v1/auth/logout", status_code=204)
 def api_logout(request: Request, system: SystemDep, user: UserDep, address: AddressDep) -> Response:
-    token = (request.headers.get("authorization") or "")[7:].strip() or request.cookies.get(SESSION_COOKIE, "")
+    token = bearer_token(request.headers.get("authorization")) or request.cookies.get(SESSION_COOKIE, "")
     logout(system.db, token, user, address)
     response = Response(status_code=204)
     response.delete_cookie(SESSION_COOKIE, path="/")
