@@ -351,12 +351,17 @@ class S3Server:
             "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
             "actions": ["Admin", "Read", "Write", "List", "Tagging"],
         }]}))
+        # Every bucket is a SeaweedFS collection, and the master grows 7 volumes for each new
+        # one by default: with a 100-volume limit the 15th bucket of a session would get HTTP 500
+        # ("no free volumes left"). One volume per bucket is plenty for tests; weed reads
+        # master.toml from its working folder.
+        (self.workdir / "master.toml").write_text("[master.volume_growth]\ncopy_1 = 1\n")
         ports = {name: free_port() for name in ("master", "master.grpc", "volume", "volume.grpc",
                                                  "filer", "filer.grpc", "s3.grpc")}
         cmd = [weed, "server", "-s3", f"-ip={LOOPBACK}", f"-dir={data}", "-master.telemetry=false",
                f"-s3.config={config}", f"-s3.port={self.port}", "-s3.port.iceberg=0", "-s3.port.lance=0",
                f"-s3.localSocket={self.workdir / 's3.sock'}", f"-filer.localSocket={self.workdir / 'filer.sock'}",
-               "-master.volumeSizeLimitMB=64", "-volume.max=100", "-volume.preStopSeconds=0"]
+               "-master.volumeSizeLimitMB=64", "-volume.max=300", "-volume.preStopSeconds=0"]
         cmd += [f"-{name.replace('.grpc', '.port.grpc') if name.endswith('.grpc') else name + '.port'}={port}"
                 for name, port in ports.items()]
         self.log_path = self.workdir / "weed.log"
