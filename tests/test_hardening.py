@@ -8,7 +8,8 @@
 - no job is forgotten: the embedded process republishes every unfinished job at start, two
   sweepers never both publish a job (PostgreSQL), a dead worker's lease runs out and its job
   is published again while a live worker's lease is renewed, and a Redis that lost its
-  messages is noticed within a sweep.
+  messages is noticed within a sweep;
+- analysis in the embedded mode waits for a pause in receiving, but never longer than its limit.
 """
 
 from __future__ import annotations
@@ -213,6 +214,52 @@ def test_dead_workers_lease_runs_out_and_a_live_workers_is_renewed(tmp_path: Pat
         assert sweeper.sweep() == 1 and publisher.sent == [dead]
     with system.db.uow() as uow:
         assert uow.jobs.state(dead) is JobState.QUEUED and uow.jobs.state(alive) is JobState.RUNNING
+    system.close()
+
+
+def _store_every(system: System, objects: list[bytes], interval_s: float) -> list[float]:
+    """Ingest ``objects`` one every ``interval_s``; return when each was stored (monotonic)."""
+    device = device_by_ae_title(system.db, "CART1")
+    stored = []
+    for data in objects:
+        assert system.ingest.ingest_dicom(device, data).status == "stored"
+        stored.append(time.monotonic())
+        time.sleep(interval_s)
+    return stored
+
+
+def test_analysis_waits_for_a_pause_in_receiving(tmp_path: Path) -> None:
+    """Every stored object marks the gate (through the message bus): a job waiting on it
+    starts only once nothing arrived for the quiet time."""
+    system = System(Settings(data_dir=tmp_path, analysis_quiet_s=0.6, analysis_defer_max_s=30))
+    register_network(system)
+    gate, waited = system.receiving_gate, []
+    waiter = threading.Thread(target=lambda: (gate.wait(), waited.append(time.monotonic())))
+    stored = _store_every(system, ecg_objects_of_one_study(1), 0)
+    waiter.start()
+    stored += _store_every(system, ecg_objects_of_one_study(4), 0.2)
+    waiter.join(10)
+    assert waited and waited[0] >= stored[-1] + 0.6 - 0.05, "analysis started while objects were arriving"
+    assert waited[0] - stored[-1] < 0.6 + 1.0
+    started = time.monotonic()
+    gate.wait()  # long quiet now: no wait at all
+    assert time.monotonic() - started < 0.1
+    system.close()
+
+
+def test_analysis_waits_no_longer_than_its_limit_behind_a_long_burst(tmp_path: Path) -> None:
+    system = System(Settings(data_dir=tmp_path, analysis_quiet_s=1.0, analysis_defer_max_s=1.5))
+    register_network(system)
+    gate, waited = system.receiving_gate, []
+    objects = ecg_objects_of_one_study(20)
+    _store_every(system, objects[:1], 0)
+    started = time.monotonic()
+    waiter = threading.Thread(target=lambda: (gate.wait(), waited.append(time.monotonic())))
+    waiter.start()
+    stored = _store_every(system, objects[1:], 0.15)  # ~3 s of arrivals, never 1 s apart
+    waiter.join(10)
+    assert waited and 1.5 - 0.05 <= waited[0] - started < 1.5 + 1.0
+    assert stored[-1] > waited[0], "the burst outlasted the limit"
     system.close()
 
 

@@ -23,8 +23,8 @@ from telediag.messagebus import MessageBus, RelayBus
 from telediag.network import KeyVault, device_by_ae_title
 from telediag.push import (PUSH_QUEUE, AlarmFeed, Channel, DeliveryRunner, MqttChannel, PushSweeper, WebhookChannel,
                            declare_push_actor)
-from telediag.queue import (ANALYSIS_QUEUE, AnalysisProcesses, BrokerWatch, LeaseKeeper, OutboxPublisher, Sweeper,
-                            declare_analysis_actor, make_broker)
+from telediag.queue import (ANALYSIS_QUEUE, AnalysisProcesses, BrokerWatch, LeaseKeeper, OutboxPublisher,
+                            ReceivingGate, Sweeper, declare_analysis_actor, make_broker)
 from telediag.review import ReviewService, ReviewSweeper
 from telediag.store import Database, ObjectStore, open_object_store
 
@@ -54,8 +54,15 @@ class System:
         return open_object_store(self.settings.effective_object_store_url)
 
     @cached_property
+    def receiving_gate(self) -> ReceivingGate:
+        """Marked by every stored object, before its job is published (the embedded
+        analysis processes wait on it)."""
+        return ReceivingGate(self.settings.analysis_quiet_s, self.settings.analysis_defer_max_s)
+
+    @cached_property
     def bus(self) -> MessageBus:
         bus = MessageBus()
+        bus.subscribe(ObjectStored, self.receiving_gate.received)
         bus.subscribe(ObjectStored, self._publish_job)
         bus.subscribe(AlarmEventsRecorded, self._publish_deliveries)
         return bus
@@ -105,8 +112,14 @@ class System:
         return ((PushChannel.MQTT,) if self.settings.mqtt_url else ()) + (PushChannel.WEBHOOK,)
 
     @cached_property
+    def push_broker(self) -> dramatiq.Broker:
+        """Its own connection to the same broker: pushes have a worker of their own, and
+        Dramatiq gives each broker object one worker."""
+        return make_broker(self.settings.broker_url)
+
+    @cached_property
     def push_actor(self) -> dramatiq.Actor:
-        return declare_push_actor(self.broker, self.delivery_runner)
+        return declare_push_actor(self.push_broker, self.delivery_runner)
 
     def delivery_runner(self) -> DeliveryRunner:
         """The process's runner, built on first use (one MQTT connection per process)."""
@@ -125,7 +138,7 @@ class System:
         Its idle poll of a Redis broker is capped at 100 ms (Dramatiq's default is 1 s), which is
         what an alarm may wait there; RabbitMQ and the in-process broker push to it anyway."""
         self.push_actor
-        return dramatiq.Worker(self.broker, queues={PUSH_QUEUE}, worker_threads=threads, worker_timeout=100)
+        return dramatiq.Worker(self.push_broker, queues={PUSH_QUEUE}, worker_threads=threads, worker_timeout=100)
 
     @cached_property
     def alarm_feed(self) -> AlarmFeed:
@@ -196,7 +209,8 @@ class System:
     def embedded_worker(self, processes: int | None = None) -> dramatiq.Worker:
         """The embedded mode's worker: broker threads that hand each job to an analysis
         process at a lower priority, so receiving never waits for analysis."""
-        self._processes = AnalysisProcesses(self.settings, processes or self.settings.analysis_processes)
+        self._processes = AnalysisProcesses(self.settings, processes or self.settings.analysis_processes,
+                                            self.receiving_gate)
         return self.worker(threads=self._processes.processes)
 
     def sweeper(self, owns_all_jobs: bool = False, interval_s: float | None = None) -> Sweeper:
@@ -224,7 +238,8 @@ class System:
             self._runner.close()
         if self._processes is not None:
             self._processes.close()
-        if "broker" in self.__dict__:
-            self.broker.close()
+        for broker in ("broker", "push_broker"):
+            if broker in self.__dict__:
+                self.__dict__[broker].close()
         if "db" in self.__dict__:
             self.db.dispose()

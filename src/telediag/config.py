@@ -54,6 +54,11 @@ class Settings:
     job_pending_grace_s: float = 5.0
     #: Embedded mode: analysis processes (at a lower OS priority than the receiving process).
     analysis_processes: int = field(default_factory=lambda: max(1, (os.cpu_count() or 2) - 1))
+    #: Embedded mode: a job starts once nothing was received for this long (a cart's backlog
+    #: arrives back to back; analysing between its objects would slow the sender) ...
+    analysis_quiet_s: float = 0.25
+    #: ... or once it has waited this long, so no alarm waits longer behind a long burst.
+    analysis_defer_max_s: float = 30.0
     #: ``mqtt://HOST:PORT``: alarms are also published there (QoS 1); None: no MQTT.
     mqtt_url: str | None = None
     #: An unacknowledged critical alarm escalates to the center above the clinic after this ...

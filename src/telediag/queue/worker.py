@@ -6,7 +6,8 @@ worker threads, on any machine (Dramatiq's own consumer, never a polling loop of
 
 Embedded mode: the in-process broker's worker threads hand each job to a pool of child
 processes started at a lower OS priority, so decoding and analysing ECGs never takes the
-GIL or a core from the DICOM SCP and the HTTP API that receive data in the parent.
+GIL or a core from the DICOM SCP and the HTTP API that receive data in the parent; and a
+job waits for a pause in receiving (:class:`ReceivingGate`), so a burst is received first.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -114,8 +116,10 @@ def _lower_priority(niceness: int) -> None:
 
 
 def _child_start(settings, niceness: int) -> None:
-    """Initializer of an analysis process: lower priority, then its own system parts."""
+    """Initializer of an analysis process: lower priority, then its own system parts. Ctrl-C
+    reaches the whole process group; the parent's shutdown ends this process in order."""
     global _child_runner
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="telediag-parent-watch",
                      daemon=True).start()
     _lower_priority(niceness)
@@ -130,6 +134,36 @@ def _child_run(job_id: int, final_attempt: bool) -> list:
     return _child_runner(job_id, final_attempt)
 
 
+class ReceivingGate:
+    """Holds analysis back while data is being received, for at most ``max_wait_s``.
+
+    On a small machine even an idle-priority analysis process slows receiving (a shared
+    core's caches, the database's one writer), and a cart sending its backlog gets its
+    next success later for every ECG analysed in between. Receiving marks the gate; a job
+    starts after ``quiet_s`` without a received object, or after ``max_wait_s`` whatever
+    happens, so a burst delays its alarms by at most that.
+    """
+
+    def __init__(self, quiet_s: float, max_wait_s: float) -> None:
+        self.quiet_s = quiet_s
+        self.max_wait_s = max_wait_s
+        self._last_received = -float("inf")
+
+    def received(self, _event: object = None) -> None:
+        """Something arrived just now (a message-bus handler: it takes the event)."""
+        self._last_received = time.monotonic()
+
+    def wait(self) -> None:
+        """Return once receiving has paused for ``quiet_s``, or after ``max_wait_s``."""
+        give_up = time.monotonic() + self.max_wait_s
+        while True:
+            now = time.monotonic()
+            until = min(self._last_received + self.quiet_s, give_up)
+            if now >= until:
+                return
+            time.sleep(until - now)
+
+
 class AnalysisProcesses:
     """A pool of analysis processes for the embedded mode (see module doc).
 
@@ -139,13 +173,16 @@ class AnalysisProcesses:
     holds the broker and the alarm streams that react to them).
     """
 
-    def __init__(self, settings, processes: int, niceness: int = 10) -> None:
+    def __init__(self, settings, processes: int, gate: ReceivingGate, niceness: int = 10) -> None:
         context = multiprocessing.get_context("spawn")  # never fork a process with live threads
         self._pool = ProcessPoolExecutor(max_workers=processes, mp_context=context, initializer=_child_start,
                                          initargs=(settings, niceness))
+        self._pool.submit(int)  # start the processes now, not when the first burst arrives
         self.processes = processes
+        self.gate = gate
 
     def run(self, job_id: int, final_attempt: bool) -> list:
+        self.gate.wait()
         return self._pool.submit(_child_run, job_id, final_attempt).result()
 
     def close(self) -> None:
