@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import pydicom
 import pytest
@@ -274,6 +274,12 @@ def _received(folder: Path) -> dict[str, Path]:
             for p in folder.iterdir() if p.is_file()}
 
 
+def _audit(qr: QR) -> list[dict[str, Any]]:
+    """The audit trail, newest first."""
+    with qr.network.system.db.uow() as uow:
+        return uow.audit.entries()
+
+
 def _assert_as_stored(qr: QR, received: dict[str, Path], sent: list[Path]) -> None:
     """Each sent file came back: its data set bytes are the stored object's, its data set the sent one's."""
     assert len(received) == len(sent)
@@ -310,6 +316,10 @@ def test_find_study_by_patient_id_within_the_callers_sites(qr: QR) -> None:
                  "StudyInstanceUID") == {Sent.study(qr.sent.c)}
     assert _uids(qr.find("QueryRetrieveLevel=STUDY", "StudyInstanceUID", calling="COUNTYPACS"),
                  "StudyInstanceUID") == {Sent.study(s) for s in (qr.sent.a, qr.sent.b, qr.sent.c)}
+    searches = [e for e in _audit(qr) if e["action"] == "search"]
+    assert {e["username"] for e in searches} == {"device:cart-a1", "device:cart-a2", "device:county-pacs"}
+    assert searches[-1]["detail"] == {"level": "STUDY", "keys": ["PatientID"]}  # the first, with its key
+    assert all(e["address"] == "127.0.0.1" and e["case_id"] is None for e in searches)
 
 
 def test_find_by_wildcard_name_date_range_and_uid_list(qr: QR) -> None:
@@ -377,6 +387,9 @@ def test_get_sends_a_study_back_as_stored(qr: QR) -> None:
                     "-k", f"StudyInstanceUID={a}")
     assert result.returncode == 0, result.stdout + result.stderr
     _assert_as_stored(qr, _received(out), qr.sent.a)
+    [got] = [e for e in _audit(qr) if e["action"] == "retrieve"]
+    assert got["username"] == "device:cart-a1" and got["case_id"] is not None
+    assert got["detail"]["instances"] == len(qr.sent.a) and got["detail"]["level"] == "STUDY"
 
     # a series; and the compressed study (JPEG 2000 lossless), for which getscu's one context per
     # SOP class was accepted uncompressed, decompressed
@@ -421,6 +434,9 @@ def test_move_sends_to_a_registered_destination(qr: QR, viewers: Callable[..., V
                     "-k", f"StudyInstanceUID={a}", calling="COUNTYPACS")
     assert result.returncode == 0, result.stdout + result.stderr
     _assert_as_stored(qr, _received(viewer.received), qr.sent.a)
+    [moved] = [e for e in _audit(qr) if e["action"] == "move"]
+    assert moved["username"] == "device:county-pacs" and moved["detail"]["destination"] == "VIEWER"
+    assert moved["detail"]["instances"] == len(qr.sent.a)
 
     # the compressed study goes in its stored transfer syntax too
     result = qr.run("movescu", "-S", "-aem", "VIEWER", "-k", "QueryRetrieveLevel=STUDY", "-k", "PatientID=QR-P2")

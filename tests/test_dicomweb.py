@@ -200,6 +200,28 @@ def test_retrieve_instances_metadata_and_bulk_data(review_world: ReviewWorld,
     assert wrong_ts.status_code == 406
 
 
+def test_searches_and_reads_are_audited(review_world: ReviewWorld, stored: dict[str, pydicom.Dataset]) -> None:
+    """Who searched for what and who read which study, from where, is in the audit trail."""
+    w, ct = review_world, stored["CT_small.dcm"]
+    dw = client(w, user="ra")
+    assert len(dw.search_for_studies(search_filters={"PatientID": ct.PatientID})) == 1
+    dw.retrieve_instance(ct.StudyInstanceUID, ct.SeriesInstanceUID, ct.SOPInstanceUID)
+    dw.retrieve_instance_metadata(ct.StudyInstanceUID, ct.SeriesInstanceUID, ct.SOPInstanceUID)
+    dw.retrieve_instance_rendered(ct.StudyInstanceUID, ct.SeriesInstanceUID, ct.SOPInstanceUID,
+                                  media_types=("image/png",))
+    entries = [e for e in w.call("GET", "/api/v1/audit", user="admin").json()["entries"] if e["username"] == "ra"]
+    assert [e["action"] for e in entries][:4] == ["rendered", "metadata", "retrieve", "search"]
+    search, reads = entries[3], entries[:3]
+    assert search["case_id"] is None and search["detail"]["keys"] == ["PatientID"]
+    assert search["detail"]["results"] == 1 and search["detail"]["level"] == "study"
+    assert len({e["case_id"] for e in reads}) == 1 and reads[0]["case_id"] is not None
+    assert all(e["address"] == "127.0.0.1" and e["detail"]["instance"] == ct.SOPInstanceUID for e in reads)
+    # a read that finds nothing the caller may see is no access: nothing recorded
+    assert w.call("GET", f"/dicomweb/studies/{ct.StudyInstanceUID}", user="rb").status_code == 404
+    assert [e["action"] for e in w.call("GET", "/api/v1/audit", user="admin").json()["entries"]
+            if e["username"] == "rb"] == ["login"]
+
+
 def test_frames_rendered_and_thumbnails(review_world: ReviewWorld, stored: dict[str, pydicom.Dataset]) -> None:
     ct, mr, ecg = stored["CT_small.dcm"], stored["MR_small_RLE.dcm"], stored["waveform_ecg.dcm"]
     dw = client(review_world, user="ra")

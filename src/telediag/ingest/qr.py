@@ -246,7 +246,7 @@ class QueryRetrieveSCP:
         started, found = time.perf_counter(), 0
         try:
             device, query = self._request(event, FIND_MODELS)
-            for record in self.queries.holdings(device).find(query.level, query.match):
+            for record in self.queries.holdings(device, _address(event)).find(query.level, query.match):
                 if event.is_cancelled:
                     yield STATUS_CANCELLED, None
                     return
@@ -265,7 +265,7 @@ class QueryRetrieveSCP:
         cannot serve is one sub-operation answered with the failure."""
         try:
             device, query = self._request(event, GET_MODELS)
-            holdings = self.queries.holdings(device)
+            holdings = self.queries.holdings(device, _address(event))
             instances = holdings.instances(query.level, query.match)
         except _REFUSALS as exc:
             yield 1
@@ -284,7 +284,7 @@ class QueryRetrieveSCP:
         failure before the destination is known is left to pynetdicom (0xC514, unable to process)."""
         destination_ae = str(event.move_destination or "").strip()
         device = self.device_of(event.assoc)
-        found = None if device is None else self.queries.move(device, destination_ae)
+        found = None if device is None else self.queries.move(device, destination_ae, _address(event))
         if found is None:
             log.warning("C-MOVE from %s: destination %r is not a registered device with a DICOM address",
                         event.assoc.requestor.ae_title, destination_ae)
@@ -332,6 +332,11 @@ class QueryRetrieveSCP:
 #: What a request can fail with before its first match: a refusal, a value its key cannot
 #: take, the database gone.
 _REFUSALS = (Refused, InvalidMatch, StoreError)
+
+
+def _address(event) -> str | None:
+    """The calling peer's IP address, for the audit trail."""
+    return getattr(event.assoc.requestor, "address", None)
 
 
 def _refused(service: str, event, exc: Exception, unavailable: int) -> Dataset:

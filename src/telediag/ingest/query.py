@@ -17,6 +17,10 @@ Levels
     keys of the levels above. PATIENT records are the matching studies grouped by their patient
     attributes (the catalog has no patient level of its own). A retrieve sends every instance
     below the matching records.
+
+Audit
+    Every query is an audit entry (``search``: level and keys), every retrieve one per case it
+    sends (``retrieve``, or ``move`` with the destination), by ``device:<name>`` from its address.
 """
 
 from __future__ import annotations
@@ -70,8 +74,14 @@ class Holdings:
     thousand responses holds no transaction open between them.
     """
 
-    def __init__(self, db: Database, store: ObjectStore, scope: CaseScope) -> None:
+    def __init__(self, db: Database, store: ObjectStore, scope: CaseScope, caller: DeviceIdentity,
+                 address: str | None = None, destination: str | None = None) -> None:
         self._db, self._store, self.scope = db, store, scope
+        self._caller, self._address, self._destination = caller, address, destination
+
+    def _audit(self, uow, action: str, case_id: int | None, **detail: Any) -> None:
+        uow.audit.append(username=f"device:{self._caller.name}", role="device", action=action, case_id=case_id,
+                         detail=detail, address=self._address)
 
     def _pages(self, page: Page) -> Iterator[dict[str, Any]]:
         offset = 0
@@ -98,6 +108,9 @@ class Holdings:
 
         Raises :class:`InvalidMatch` for a value its key cannot take (``StudyDate=May``)."""
         match = {k: v for k, v in match.items() if k in _KEYS_AT[level]}
+        with self._db.uow() as uow:
+            self._audit(uow, "search", None, level=level, keys=sorted(match))
+            uow.commit()
         if level == "PATIENT":
             yield from self._patients(match)
             return
@@ -131,7 +144,16 @@ class Holdings:
         at a time). One query, so the count a retrieve announces is the number it sends."""
         match = {k: v for k, v in match.items() if k in _KEYS_AT[level]}
         with self._db.uow() as uow:
-            return uow.catalog.instances(self.scope, None, None, match)
+            rows = uow.catalog.instances(self.scope, None, None, match)
+            sent: dict[int, int] = {}
+            for row in rows:
+                sent[row["_case_id"]] = sent.get(row["_case_id"], 0) + 1
+            for case_id, n in sent.items():
+                self._audit(uow, "move" if self._destination else "retrieve", case_id, level=level,
+                            keys=sorted(match), instances=n, **({"destination": self._destination}
+                                                                if self._destination else {}))
+            uow.commit()
+        return rows
 
     def read(self, instance: dict[str, Any]) -> bytes:
         """The stored Part 10 bytes of an instance, checked against their recorded SHA-256."""
@@ -144,13 +166,15 @@ class QueryService:
     def __init__(self, db: Database, store: ObjectStore) -> None:
         self._db, self._store = db, store
 
-    def holdings(self, device: DeviceIdentity) -> Holdings:
-        """What ``device`` may find and retrieve: its site's studies and those of the sites below."""
+    def holdings(self, device: DeviceIdentity, address: str | None = None) -> Holdings:
+        """What ``device`` (calling from ``address``) may find and retrieve: its site's studies
+        and those of the sites below."""
         with self._db.uow() as uow:
             sites = frozenset(uow.sites.subtree(device.site_id))
-        return Holdings(self._db, self._store, CaseScope(sites=sites))
+        return Holdings(self._db, self._store, CaseScope(sites=sites), device, address)
 
-    def move(self, device: DeviceIdentity, destination_ae: str) -> tuple[Destination, Holdings] | None:
+    def move(self, device: DeviceIdentity, destination_ae: str,
+             address: str | None = None) -> tuple[Destination, Holdings] | None:
         """The registered destination ``destination_ae`` and what ``device`` may send it: the
         studies both may see. None when no active device with a DICOM address has that AE title."""
         with self._db.uow() as uow:
@@ -159,5 +183,6 @@ class QueryService:
                 return None
             target, host, port = found
             sites = frozenset(uow.sites.subtree(device.site_id)) & frozenset(uow.sites.subtree(target.site_id))
-        return (Destination(target.ae_title or destination_ae, host, port),
-                Holdings(self._db, self._store, CaseScope(sites=sites)))
+        destination = Destination(target.ae_title or destination_ae, host, port)
+        return destination, Holdings(self._db, self._store, CaseScope(sites=sites), device, address,
+                                     destination.ae_title)

@@ -13,6 +13,10 @@ recorded SHA-256), so retrieving a study never holds more than one of its instan
 Part 10 objects are sent exactly as stored, in their stored transfer syntax (no transcoding:
 an ``Accept`` naming another one is answered 406).
 
+Every search and every read is audited in the transaction that looked it up: a search as
+``search`` (level, the keys matched, how many results), a read as ``retrieve``, ``metadata``,
+``frames``, ``bulk``, ``rendered`` or ``thumbnail`` on each case it touches.
+
 Errors: :class:`InvalidRequest` (a query or parameter that cannot be read: HTTP 400),
 :class:`NotAcceptable` (no acceptable representation: 406), ``imaging.ImageError`` (the
 object cannot be rendered: 422).
@@ -38,7 +42,7 @@ from pydicom.uid import UID
 from telediag import imaging
 from telediag.domain import CaseNotVisible, DeviceIdentity, Principal
 from telediag.ingest import ACCEPTED_SOP_CLASSES, InvalidObject, StorageUnavailable
-from telediag.review.service import ReviewService
+from telediag.review.service import ReviewService, audit
 from telediag.store import Database, ObjectStore
 from telediag.store.catalog import INSTANCE_KEYS, SERIES_KEYS, STUDY_KEYS, InvalidMatch
 
@@ -324,6 +328,8 @@ class DicomWeb:
     db: Database
     store: ObjectStore
     ingest: IngestService
+    #: The caller's network address, for the audit trail.
+    address: str | None = None
 
     # -- QIDO-RS --------------------------------------------------------------------------------------
     def search(self, p: Principal, level: Level, query: Query, base: str, study: str | None = None,
@@ -340,6 +346,9 @@ class DicomWeb:
                     rows = uow.catalog.series(scope, study, query.match, **page)
                 else:
                     rows = uow.catalog.instances(scope, study, series, query.match, **page)
+                audit(uow, p, "search", self.address, level=level, study=study, series=series,
+                      keys=sorted(query.match), results=min(len(rows), query.limit))
+                uow.commit()
         except InvalidMatch as exc:
             raise InvalidRequest(str(exc)) from exc
         fixed: tuple[Level, ...] = ("study", "series") if series else ("study",) if study else ()
@@ -374,12 +383,16 @@ class DicomWeb:
         return dict(sorted(out.items()))
 
     # -- WADO-RS ---------------------------------------------------------------------------------------
-    def instances(self, p: Principal, study: str, series: str | None = None,
-                  instance: str | None = None) -> list[dict[str, Any]]:
-        """The catalog records of a study, series or instance the caller may see (404 otherwise)."""
+    def instances(self, p: Principal, study: str, series: str | None = None, instance: str | None = None,
+                  action: str = "retrieve") -> list[dict[str, Any]]:
+        """The catalog records of a study, series or instance the caller may see (404 otherwise);
+        the read, ``action``, is audited on each case it touches."""
         match = {"SOPInstanceUID": instance} if instance else {}
         with self.db.uow() as uow:
             rows = uow.catalog.instances(ReviewService.scope(p), study, series, match)
+            for case_id in dict.fromkeys(row["_case_id"] for row in rows):
+                audit(uow, p, action, self.address, case_id, study=study, series=series, instance=instance)
+            uow.commit()
         if not rows:
             what = f"instance {instance}" if instance else f"series {series}" if series else f"study {study}"
             raise CaseNotVisible(f"no {what} for this caller")
@@ -400,7 +413,7 @@ class DicomWeb:
     def metadata(self, p: Principal, base: str, study: str, series: str | None = None,
                  instance: str | None = None) -> Iterator[dict[str, Any]]:
         """Each instance's data set as DICOM JSON, pixel and waveform data as BulkDataURIs."""
-        rows = self.instances(p, study, series, instance)
+        rows = self.instances(p, study, series, instance, action="metadata")
 
         def each() -> Iterator[dict[str, Any]]:
             for row in rows:
@@ -411,7 +424,7 @@ class DicomWeb:
 
     def bulk(self, p: Principal, study: str, series: str, instance: str, path: str) -> Part:
         """The value of one binary element (a BulkDataURI of :meth:`metadata`)."""
-        (row,) = self.instances(p, study, series, instance)
+        (row,) = self.instances(p, study, series, instance, action="bulk")
         element = _element(dcmread(io.BytesIO(self._read(row))), path)
         value = element.value
         if not isinstance(value, (bytes, bytearray)):
@@ -422,7 +435,7 @@ class DicomWeb:
                numbers: list[int]) -> tuple[str, Iterator[Part]]:
         """Frames (numbered from 1) of an image: uncompressed as stored, compressed in their
         stored encoding when the client accepts it (image/jpeg, image/jp2, ...), else decoded."""
-        (row,) = self.instances(p, study, series, instance)
+        (row,) = self.instances(p, study, series, instance, action="frames")
         ds = dcmread(io.BytesIO(self._read(row)))
         if "PixelData" not in ds:
             raise NotAcceptable("the instance has no pixel data")
@@ -455,7 +468,7 @@ class DicomWeb:
         """An instance (its first frame) or one frame (from 1) as JPEG or PNG, with the
         PS3.18 rendering parameters ``window=center,width[,function]``, ``viewport=width,height``
         and ``quality``."""
-        (row,) = self.instances(p, study, series, instance)
+        (row,) = self.instances(p, study, series, instance, action="rendered")
         media, _ = _choose(accept, ("image/jpeg", None), ("image/png", None))
         frames = imaging.decode_frames(self._read(row))
         index = 0 if frame is None else frame - 1
@@ -470,7 +483,7 @@ class DicomWeb:
                   instance: str | None = None, frame: int | None = None, viewport: str | None = None) -> Part:
         """A small picture of a study (the middle image of its first series with images), a
         series (its middle image), an instance (its middle frame) or a frame."""
-        rows = [r for r in self.instances(p, study, series, instance) if r["Rows"] is not None]
+        rows = [r for r in self.instances(p, study, series, instance, action="thumbnail") if r["Rows"] is not None]
         if not rows:
             raise NotAcceptable("nothing to draw: no image in it")
         first = rows[0]["SeriesInstanceUID"]

@@ -80,6 +80,14 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def audit(uow, p: Principal, action: str, address: str | None, case_id: int | None = None, **detail: Any) -> None:
+    """Append who did ``action`` (on ``case_id``) to the audit trail, in the caller's unit of work,
+    so the entry commits with the action or not at all."""
+    uow.audit.append(username=p.username if p.is_user else f"device:{p.username}",
+                     role=p.role.value if p.role else "device", user_id=p.user_id, action=action,
+                     case_id=case_id, detail=detail, address=address)
+
+
 @dataclass
 class ReviewService:
     """The review stage's use cases over the database, the object store and the readers' keys.
@@ -132,13 +140,6 @@ class ReviewService:
         raise CaseNotVisible(f"no case {case_id} for this caller")
 
     @staticmethod
-    def _audit(uow, p: Principal, action: str, address: str | None, case_id: int | None = None,
-               **detail: Any) -> None:
-        uow.audit.append(username=p.username if p.is_user else f"device:{p.username}",
-                         role=p.role.value if p.role else "device", user_id=p.user_id, action=action,
-                         case_id=case_id, detail=detail, address=address)
-
-    @staticmethod
     def _reader(p: Principal, kind: str | None = None) -> None:
         if not p.is_user or p.role is not Role.READER:
             raise NotPermitted("only readers read cases")
@@ -172,7 +173,7 @@ class ReviewService:
                                        case_ids=(case_id,))
             report = uow.reports.latest(case_id)
             previous = uow.queue.previous(case_id, ref.patient_id) if ref.patient_id else []
-            self._audit(uow, p, "view", address, case_id)
+            audit(uow, p, "view", address, case_id)
             uow.commit()
         item = items[0]
         if ref.kind == "imaging":
@@ -363,7 +364,7 @@ class ReviewService:
                 holder = uow.queue.items(CaseScope(), open_only=False, limit=1, case_ids=(case_id,))[0][0]
                 raise ClaimConflict(f"case {case_id} is claimed by {holder['claimed_by'] or 'another reader'}",
                                     claimed_by=holder["claimed_by"])
-            self._audit(uow, p, "claim", address, case_id)
+            audit(uow, p, "claim", address, case_id)
             uow.commit()
             until = uow.queue.ref(case_id).claim_until
         return {"case_id": case_id, "claimed_by": p.username, "claim_until": until.isoformat() if until else None}
@@ -374,7 +375,7 @@ class ReviewService:
             self._reader(p)
             if not uow.queue.release(case_id, p.user_id):
                 raise ClaimConflict(f"you do not hold case {case_id}")
-            self._audit(uow, p, "release", address, case_id)
+            audit(uow, p, "release", address, case_id)
             uow.commit()
         return {"case_id": case_id, "claimed_by": None}
 
@@ -392,7 +393,7 @@ class ReviewService:
             to = uow.queue.route_up(case_id, ref.route_site_id, "consult", _now())
             if to is None:
                 raise NotPermitted("there is no center above this one")
-            self._audit(uow, p, "consult", address, case_id, routed_to=to)
+            audit(uow, p, "consult", address, case_id, routed_to=to)
             uow.commit()
             name = uow.sites.name(to)
         return {"case_id": case_id, "routed_to": to, "routed_to_name": name}
@@ -468,7 +469,7 @@ class ReviewService:
                 measurements = _measurements(uow.queue.first_analysis(case_id))
             draft = uow.reports.save_draft(case_id, p.user_id, statements, findings, conclusion, measurements)
             uow.queue.renew(case_id, p.user_id, self.claim_lease_s, _now())
-            self._audit(uow, p, "edit", address, case_id, version=draft.version, statements=list(statements))
+            audit(uow, p, "edit", address, case_id, version=draft.version, statements=list(statements))
             uow.commit()
         return draft.as_json()
 
@@ -482,7 +483,7 @@ class ReviewService:
             if draft.state is ReportState.SIGNED:
                 raise ReportImmutable(f"version {draft.version} is already signed; amend it instead")
             signed, pushed = self._seal(uow, p, ref, draft)
-            self._audit(uow, p, "sign", address, case_id, version=draft.version, sha256=signed["sha256"])
+            audit(uow, p, "sign", address, case_id, version=draft.version, sha256=signed["sha256"])
             uow.commit()
         self._announce(pushed)
         self._file(case_id, draft.version)
@@ -505,7 +506,7 @@ class ReviewService:
                                               measurements if measurements is not None else last.measurements,
                                               reason.strip())
             signed, pushed = self._seal(uow, p, ref, draft)
-            self._audit(uow, p, "amend", address, case_id, version=draft.version, replaces=last.version,
+            audit(uow, p, "amend", address, case_id, version=draft.version, replaces=last.version,
                         sha256=signed["sha256"])
             uow.commit()
         self._announce(pushed)
@@ -562,7 +563,7 @@ class ReviewService:
             ack_by, ack_at, events, deliveries = uow.alarms.acknowledge_report(case_id, signed.version, by,
                                                                               self.channels)
             if events:
-                self._audit(uow, p, "acknowledge", address, case_id, version=signed.version, sha256=signed.sha256)
+                audit(uow, p, "acknowledge", address, case_id, version=signed.version, sha256=signed.sha256)
                 uow.commit()
         self._announce(AlarmEventsRecorded(tuple(events), tuple(deliveries)))
         return {"case_id": case_id, "version": signed.version, "sha256": signed.sha256, "acknowledged_by": ack_by,
@@ -642,7 +643,7 @@ class ReviewService:
             signed = uow.reports.latest(case_id, signed_only=True)
             if signed is None:
                 raise CaseNotVisible(f"case {case_id} has no signed report")
-            self._audit(uow, p, "download", address, case_id, version=signed.version)
+            audit(uow, p, "download", address, case_id, version=signed.version)
             uow.commit()
         key = signed.pdf_key or self.render_pdf(case_id, signed.version)
         if key is None:
@@ -662,7 +663,7 @@ class ReviewService:
     def record_admin(self, p: Principal, action: str, address: str | None, **detail: Any) -> None:
         """Put an administrator's change (a user, a device, a key) in the trail."""
         with self.db.uow() as uow:
-            self._audit(uow, p, action, address, **detail)
+            audit(uow, p, action, address, **detail)
             uow.commit()
 
     def audit_entries(self, p: Principal, case_id: int | None = None, limit: int = 1000) -> list[dict[str, Any]]:

@@ -26,7 +26,7 @@ from telediag.imaging import ImageError
 from telediag.review.catalog import (DICOM, DICOM_JSON, OCTET_STREAM, Accepted, DicomWeb, InvalidRequest, Level,
                                      NotAcceptable, Part, StowItem, accepted, parse_query)
 from telediag.store import ObjectStoreError
-from telediag.web.deps import DeviceDep, PrincipalDep, SystemDep
+from telediag.web.deps import AddressDep, DeviceDep, PrincipalDep, SystemDep
 
 try:  # python-multipart's module is ``python_multipart`` since 0.0.13, ``multipart`` before
     from python_multipart.multipart import MultipartParser, parse_options_header
@@ -45,8 +45,8 @@ _MORE = '299 telediag "There are additional results that can be requested"'
 _SLICE = 1 << 20
 
 
-def _service(system: SystemDep) -> DicomWeb:
-    return DicomWeb(system.db, system.store, system.ingest)
+def _service(system: SystemDep, address: AddressDep) -> DicomWeb:
+    return DicomWeb(system.db, system.store, system.ingest, address)
 
 
 ServiceDep = Annotated[DicomWeb, Depends(_service)]
