@@ -75,8 +75,9 @@ def register_network(system: System) -> Network:
 
 @pytest.fixture
 def embedded(tmp_path: Path) -> Iterator[Network]:
-    """An embedded system (SQLite, local folder, in-process Dramatiq worker) in a temp dir."""
-    system = System(Settings(data_dir=tmp_path / "data"))
+    """An embedded system (SQLite, local folder, in-process Dramatiq worker) in a temp dir;
+    an imaging study is in the queue as soon as it arrived (no quiet period)."""
+    system = System(Settings(data_dir=tmp_path / "data", study_quiet_s=0))
     network = register_network(system)
     worker = system.worker(threads=1)
     worker.start()

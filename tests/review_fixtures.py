@@ -95,8 +95,9 @@ def build_world(system: System) -> dict[str, str]:
 @pytest.fixture
 def review_world(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[ReviewWorld]:
     """The world on an embedded system (SQLite, local folder, in-process worker); a test may
-    change settings with ``@pytest.mark.parametrize("review_world", [{...}], indirect=True)``."""
-    overrides = getattr(request, "param", None) or {}
+    change settings with ``@pytest.mark.parametrize("review_world", [{...}], indirect=True)``.
+    An imaging study is in the queue as soon as it arrived unless a test sets ``study_quiet_s``."""
+    overrides = {"study_quiet_s": 0, **(getattr(request, "param", None) or {})}
     settings = replace(Settings(data_dir=tmp_path / "data"), secure_cookies=False, **overrides)
     system = System(settings)
     keys = build_world(system)

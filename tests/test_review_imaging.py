@@ -9,11 +9,13 @@ import hashlib
 import io
 import shutil
 import subprocess
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
 import pydicom
+import pytest
 from PIL import Image
 from pydicom.uid import generate_uid
 from pypdf import PdfReader
@@ -86,6 +88,37 @@ def test_an_imaging_case_reaches_the_imaging_reader_with_its_previews(review_wor
     assert w.call("GET", f"{base}/preview.png?wc=40", user="ri").status_code == 422
     assert w.call("GET", f"{base}/preview.png", user="c2").status_code == 404  # another township
     assert w.call("GET", f"{base}/preview.png").status_code == 401
+
+
+def _ct_instance(study: str, series: str, number: int) -> bytes:
+    """The CT sample as instance ``number`` of ``series`` of ``study``."""
+    ds = pydicom.dcmread(CT)
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.InstanceNumber = number
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("review_world", [{"study_quiet_s": 2.0}], indirect=True)
+def test_a_study_joins_the_queue_once_its_instances_stopped_arriving(review_world: ReviewWorld) -> None:
+    """A modality sends a study instance by instance: the readers see it when it is whole
+    (no instance for the quiet period); an ECG is ready at once."""
+    w, study, series = review_world, generate_uid(), generate_uid()
+    case_id = w.upload(_ct_instance(study, series, 1))
+    ecg_case = w.upload(normal_ecg())
+    assert ecg_case in in_queue(w, "ra")
+    for number in (2, 3):
+        time.sleep(1.0)
+        assert w.upload(_ct_instance(study, series, number)) == case_id
+        assert case_id not in in_queue(w, "ri"), "a study still arriving is in the queue"
+    deadline = time.monotonic() + 10
+    while case_id not in in_queue(w, "ri"):
+        assert time.monotonic() < deadline, "the study never joined the queue"
+        time.sleep(0.2)
+    view = w.call("GET", f"/api/v1/cases/{case_id}", user="ri").json()
+    assert len(view["objects"]) == 3  # it is whole when it is shown
 
 
 def test_ecg_objects_have_no_preview(review_world: ReviewWorld) -> None:

@@ -165,6 +165,7 @@ class System:
         """The review stage; a signed report is pushed to its clinic over the alarm channels and
         filed back into its study through the ingest use case."""
         return ReviewService(self.db, self.store, self.vault, claim_lease_s=self.settings.claim_lease_s,
+                             study_quiet_s=self.settings.study_quiet_s,
                              bus=self.bus, channels=self.push_channels, archive=self.ingest.ingest_dicom)
 
     def review_sweeper(self) -> ReviewSweeper:

@@ -80,6 +80,9 @@ class Settings:
     deadline_routine_s: float = 86400.0
     #: A reader's claim on a case holds this long; every draft save and re-claim renews it.
     claim_lease_s: float = 900.0
+    #: An imaging study joins the readers' queue once no instance of it arrived for this long
+    #: (a modality sends a study over several associations and minutes).
+    study_quiet_s: float = 60.0
     #: How often the review sweeper moves cases whose deadline passed unclaimed.
     review_sweep_interval_s: float = 5.0
     #: A login (bearer token or page session) lasts this long.

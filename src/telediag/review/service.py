@@ -14,7 +14,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from functools import partial
 from typing import Any, Literal
 
@@ -103,6 +103,8 @@ class ReviewService:
     store: ObjectStore
     vault: KeyVault
     claim_lease_s: float = 900.0
+    #: An imaging study enters the queue after this long without a new instance.
+    study_quiet_s: float = 60.0
     bus: MessageBus | None = None
     channels: tuple[PushChannel, ...] = ()
     archive: StudyArchive | None = None
@@ -149,11 +151,12 @@ class ReviewService:
     # -- lists -----------------------------------------------------------------------------------
     def queue(self, p: Principal, limit: int = 50) -> dict[str, Any]:
         """The reader's center's open cases in reading order (severity, deadline, arrival), of
-        the kinds the reader is qualified for."""
+        the kinds the reader is qualified for; an imaging study once it stopped arriving."""
         self._reader(p)
+        settled = _now() - timedelta(seconds=self.study_quiet_s)
         with self.db.uow() as uow:
             items, total = uow.queue.items(CaseScope(center=p.site_id), open_only=True, routed_to=p.site_id,
-                                           kinds=p.qualified, limit=limit)
+                                           kinds=p.qualified, limit=limit, settled_before=settled)
         return {"items": items, "total": total}
 
     def cases(self, p: Principal, limit: int = 100, open_only: bool = False) -> dict[str, Any]:

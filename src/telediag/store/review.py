@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Iterator
 
-from sqlalchemy import case as when, func, or_, select, update
+from sqlalchemy import case as when, exists, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from telediag.domain import (CaseKind, CaseRef, CaseStatus, Deadlines, DeviceIdentity, MediaType, Principal,
@@ -178,11 +178,16 @@ class QueueRepository:
                        as_utc(c.claim_until), c.patient_id, patient_key, c.priority)
 
     def items(self, scope: CaseScope, *, open_only: bool, routed_to: int | None = None, kinds: tuple[str, ...] = (),
-              limit: int = 200, case_ids: tuple[int, ...] = ()) -> tuple[list[dict[str, Any]], int]:
+              limit: int = 200, case_ids: tuple[int, ...] = (),
+              settled_before: datetime | None = None) -> tuple[list[dict[str, Any]], int]:
         """Cases in reading order (severity, deadline, arrival) when ``open_only``, else newest
-        first, and how many match in all."""
+        first, and how many match in all; with ``settled_before``, only imaging studies none of
+        whose objects arrived after it (a study still arriving is not ready to read)."""
         route_site, holder = aliased(Site), aliased(User)
         where = [scope.clause()]
+        if settled_before is not None:
+            arriving = exists().where(StoredObject.case_id == Case.id, StoredObject.received_at > settled_before)
+            where.append(or_(Case.kind != CaseKind.IMAGING, ~arriving))
         if case_ids:
             where.append(Case.id.in_(case_ids))
         if open_only:
