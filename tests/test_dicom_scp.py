@@ -26,6 +26,7 @@ from pynetdicom import AE, _config
 from sqlalchemy import func, select
 
 from telediag.store.tables import AnalysisResult, Case, CaseKind, Job, JobState, QuarantinedObject, StoredObject
+from telediag.domain import JobKind
 from telediag.network import add_device
 from telediag.store.objects import sha256_hex
 
@@ -226,7 +227,9 @@ def test_images_in_every_transfer_syntax_are_stored_unchanged(running_scp: Runni
         assert result.returncode == 0, f"{name}: {result.stdout}{result.stderr}"
         row = assert_stored_as_sent(network, path)
         assert row.transfer_syntax_uid == transfer_syntax(path)
-    assert count(network, Job) == 0  # images are not queued for ECG analysis
+    # each image is queued for its preview, none for an ECG analysis
+    assert count(network, Job, Job.kind == JobKind.ANALYZE_ECG) == 0
+    assert count(network, Job, Job.kind == JobKind.RENDER_PREVIEW) == count(network, StoredObject)
 
 
 def test_raw_sender_bytes_are_kept_byte_for_byte(running_scp: RunningSCP, shared_dicom: Path) -> None:

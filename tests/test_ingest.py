@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from telediag.ingest.dicom import InvalidObject
 from telediag.ingest import StorageUnavailable
 from telediag.store.tables import AnalysisResult, Case, CaseKind, Job, JobState, QuarantinedObject, StoredObject
+from telediag.domain import JobKind
 from telediag.network import device_by_ae_title
 from telediag.store.objects import ObjectStoreError, sha256_hex
 
@@ -50,12 +51,14 @@ def test_ecg_object_is_stored_byte_for_byte_and_analysed(embedded: Network, shar
         assert uow.session.get(Job, outcome.job_id).state is JobState.DONE
 
 
-def test_image_object_is_stored_without_analysis_job(embedded: Network, shared_dicom: Path) -> None:
+def test_image_object_is_stored_with_a_preview_job_not_an_ecg_analysis(embedded: Network,
+                                                                        shared_dicom: Path) -> None:
     device = device_by_ae_title(embedded.system.db, embedded.ae_title)
     outcome = embedded.system.ingest.ingest_dicom(device, (shared_dicom / "CT_small.dcm").read_bytes())
-    assert outcome.status == "stored" and outcome.job_id is None
+    assert outcome.status == "stored" and outcome.job_id is not None
     with embedded.system.db.uow() as uow:
         assert uow.session.get(Case, outcome.case_id).kind is CaseKind.IMAGING
+        assert uow.session.get(Job, outcome.job_id).kind == JobKind.RENDER_PREVIEW
 
 
 def test_resend_is_idempotent_and_conflict_is_quarantined(embedded: Network, shared_dicom: Path) -> None:

@@ -23,6 +23,7 @@ from pypdf import PdfReader
 from alarm_fixtures import normal_ecg
 from conftest import SAMPLE_DATA
 from review_fixtures import ReviewWorld, rebuilt_digest, review_world  # noqa: F401 - fixture
+from telediag.analysis import preview_keys
 from telediag.domain import canonical_json
 from telediag.network import verify_signature
 from telediag.review.dicom_report import encapsulated_report
@@ -119,6 +120,46 @@ def test_a_study_joins_the_queue_once_its_instances_stopped_arriving(review_worl
         time.sleep(0.2)
     view = w.call("GET", f"/api/v1/cases/{case_id}", user="ri").json()
     assert len(view["objects"]) == 3  # it is whole when it is shown
+
+
+def test_a_worker_renders_each_image_and_the_reader_gets_what_it_kept(review_world: ReviewWorld) -> None:
+    """The image's job describes it and keeps its preview and thumbnail; the case view, the
+    preview and the study thumbnail are then served from what it kept."""
+    w = review_world
+    case_id = w.upload(CT.read_bytes())
+    view = w.analysed(case_id, user="ri")
+    (obj,) = view["objects"]
+    assert obj["analysis"]["preview"] is True and obj["analysis"]["imaging"]["rows"] == 128
+    preview_key, thumb_key = preview_keys(obj["sha256"])
+    kept = w.system.store.get(preview_key)
+    base = f"/api/v1/cases/{case_id}/objects/{obj['object_id']}"
+    assert w.call("GET", f"{base}/preview.png", user="ri").content == kept
+    assert np.asarray(Image.open(io.BytesIO(kept))).shape == (128, 128)
+    assert Image.open(io.BytesIO(w.system.store.get(thumb_key))).size == (128, 128)
+    # what is served is what the worker kept, not a new drawing
+    marker = io.BytesIO()
+    Image.new("L", (8, 8), 77).save(marker, format="PNG")
+    w.system.store.put(preview_key, marker.getvalue(), "image/png")
+    w.system.store.put(thumb_key, marker.getvalue(), "image/png")
+    assert w.call("GET", f"{base}/preview.png", user="ri").content == marker.getvalue()
+    assert w.call("GET", f"/api/v1/cases/{case_id}/thumbnail.png", user="c1").content == marker.getvalue()
+    # any other rendering is drawn on request
+    assert png(w.call("GET", f"{base}/preview.png?size=64", user="ri")).shape == (64, 64)
+
+
+def test_an_image_that_cannot_be_drawn_is_described_by_its_findings(review_world: ReviewWorld) -> None:
+    w = review_world
+    ds = pydicom.dcmread(CT)
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.BitsStored = 20  # more bits stored than allocated: no decoder draws that
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    case_id = w.upload(out.getvalue())
+    view = w.analysed(case_id, user="ri")
+    (obj,) = view["objects"]
+    assert view["status"] == "analysed" and obj["analysis"]["preview"] is False
+    assert obj["analysis"]["imaging"]["findings"], "the finding says why there is no picture"
 
 
 def test_ecg_objects_have_no_preview(review_world: ReviewWorld) -> None:

@@ -8,6 +8,12 @@ it raised and their push deliveries in one transaction, and announce
 :class:`~telediag.domain.AnalysisCompleted` and (when alarms were raised)
 :class:`~telediag.domain.AlarmEventsRecorded`. Running a job twice is harmless: a finished
 job is skipped, results are kept per object and an object's alarms are recorded once.
+
+An image's job (``render_preview``) records what :func:`telediag.imaging.describe` says of
+it and keeps its preview (first frame, header window, full size) and thumbnail (middle frame,
+128 px) as PNG in the object store under :func:`preview_keys`, so a reader opening a study
+reads pictures instead of decoding its instances; an image that cannot be drawn is described
+by its findings (the header check's quality finding), and the job still ends ``done``.
 """
 
 from __future__ import annotations
@@ -17,7 +23,9 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from telediag.domain import AlarmEventsRecorded, AnalysisCompleted, AnalysisFailed, CaseStatus, MediaType, PushChannel
+from telediag import imaging
+from telediag.domain import (AlarmEventsRecorded, AnalysisCompleted, AnalysisFailed, CaseStatus, JobKind, MediaType,
+                             PushChannel)
 from telediag.ecg import Recording, WaveformError
 from telediag.messagebus import MessageBus
 from telediag.store import Database, ObjectRef, ObjectStore
@@ -61,6 +69,33 @@ def load_recording(store: ObjectStore, obj: ObjectRef, siblings: tuple[ObjectRef
     return read_bytes(data)[1]
 
 
+#: The side of the thumbnail a worker keeps (what the case list and the study thumbnail show).
+THUMBNAIL_SIDE = 128
+
+
+def preview_keys(sha256: str) -> tuple[str, str]:
+    """Where an image's preview and thumbnail are kept: named by its bytes, so an image sent
+    again (or by two sites) shares them."""
+    return f"previews/{sha256}.png", f"previews/{sha256}-thumb.png"
+
+
+def render_previews(store: ObjectStore, obj: ObjectRef) -> dict[str, Any]:
+    """Describe an image and keep its preview and thumbnail (``{"imaging": ..., "preview": bool}``)."""
+    data = store.get(obj.key, obj.sha256)
+    result: dict[str, Any] = {"imaging": imaging.describe(data), "preview": False}
+    try:
+        frames = imaging.decode_frames(data)
+        preview, thumb = imaging.render_png(frames, 0), imaging.thumbnail(frames, THUMBNAIL_SIDE)
+    except imaging.ImageError as exc:  # the description's findings say why
+        log.info("object %s has no preview: %s", obj.id, exc)
+        return result
+    preview_key, thumb_key = preview_keys(obj.sha256)
+    store.put(preview_key, preview, "image/png")
+    store.put(thumb_key, thumb, "image/png")
+    result["preview"] = True
+    return result
+
+
 def run_analysis_job(ctx: AnalysisContext, job_id: int, final_attempt: bool) -> None:
     """Run one analysis job to its end state, or raise so the broker retries it later."""
     with ctx.db.uow() as uow:
@@ -74,7 +109,10 @@ def run_analysis_job(ctx: AnalysisContext, job_id: int, final_attempt: bool) -> 
     obj = task.object
     try:
         with ctx.hold(job_id):
-            result = ctx.analyze(load_recording(ctx.store, obj, task.siblings), task.rules)
+            if task.kind is JobKind.RENDER_PREVIEW:
+                result = render_previews(ctx.store, obj)
+            else:
+                result = ctx.analyze(load_recording(ctx.store, obj, task.siblings), task.rules)
     except Exception as exc:
         permanent = isinstance(exc, WaveformError)
         dead = permanent or final_attempt
@@ -101,4 +139,5 @@ def run_analysis_job(ctx: AnalysisContext, job_id: int, final_attempt: bool) -> 
         ctx.bus.handle(AlarmEventsRecorded(tuple(events), tuple(deliveries)))
 
 
-__all__ = ["AnalysisContext", "run_analysis_job", "load_recording"]
+__all__ = ["AnalysisContext", "run_analysis_job", "load_recording", "render_previews", "preview_keys",
+           "THUMBNAIL_SIDE"]

@@ -6,7 +6,7 @@ message bus carries from one stage to the next.
 """
 
 from .events import AlarmEventsRecorded, AnalysisCompleted, AnalysisFailed, Event, ObjectQuarantined, ObjectStored
-from .model import (CaseKind, CaseStatus, DeviceIdentity, DeviceInfo, IngestOutcome, JobState, MediaType,
+from .model import (CaseKind, CaseStatus, DeviceIdentity, DeviceInfo, IngestOutcome, JobKind, JobState, MediaType,
                     NetworkError, SiteNotPermitted, UnknownSite,
                     QuarantineEntry, SiteInfo, SiteLevel)
 from .model import (RULE_SETS, AlarmEventInfo, AlarmInfo, AlarmNotFound, AlarmState, DeliveryTask, Notification,
@@ -15,7 +15,7 @@ from .review import (AUDIT_GENESIS, QUALIFICATIONS, AuditBreak, CaseNotVisible, 
                      LoginRefused, LoginResult, NotPermitted, Principal, ReportImmutable, ReportState, ReviewState,
                      Role, UserInfo, audit_hash, canonical_json, report_content, report_digest, utc_seconds)
 
-__all__ = ["SiteLevel", "CaseKind", "CaseStatus", "JobState", "DeviceIdentity", "DeviceInfo", "SiteInfo",
+__all__ = ["SiteLevel", "CaseKind", "CaseStatus", "JobKind", "JobState", "DeviceIdentity", "DeviceInfo", "SiteInfo",
            "IngestOutcome", "MediaType", "QuarantineEntry", "NetworkError", "UnknownSite", "SiteNotPermitted", "Event", "ObjectStored", "ObjectQuarantined",
            "AnalysisCompleted", "AnalysisFailed", "AlarmEventsRecorded", "RULE_SETS", "AlarmState", "Priority",
            "PushChannel", "AlarmInfo", "AlarmEventInfo", "DeliveryTask", "Notification", "AlarmNotFound",

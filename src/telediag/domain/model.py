@@ -42,6 +42,13 @@ class JobState(str, enum.Enum):
     PENDING, QUEUED, RUNNING, DONE, DEAD = "pending", "queued", "running", "done", "dead"
 
 
+class JobKind(str, enum.Enum):
+    """What a job does with its object: analyse an ECG, or describe an image and render its
+    preview and thumbnail (so a reader's first look at a study is a read, not a decode)."""
+
+    ANALYZE_ECG, RENDER_PREVIEW = "analyze_ecg", "render_preview"
+
+
 class NetworkError(ValueError):
     """A site or device request that contradicts the network's shape."""
 

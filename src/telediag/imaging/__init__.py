@@ -7,6 +7,7 @@ routes; no database, no web, no files. Failures are :class:`ImageError` (decodin
     frames = decode_frames(part10_bytes)      # lazy: frames[i] decodes frame i alone
     png = render_png(frames, 3, window=(40, 400), size=512)
     findings = check_header(part10_bytes)     # e.g. modality_mismatch, pixel_data_short
+    facts = describe(part10_bytes)            # size, frames, series, windows, findings
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from ._display import VoiTable, Window, WindowChoice, modality_values, window_pr
 from ._header import Finding, Severity, check_header
 from ._render import render, render_jpeg, render_png, thumbnail
 from ._source import ImageError, ImageSource, load_dataset
+from ._summary import describe
 
 __all__ = [
     "Finding",
@@ -28,6 +30,7 @@ __all__ = [
     "WindowChoice",
     "check_header",
     "decode_frames",
+    "describe",
     "load_dataset",
     "modality_values",
     "render",

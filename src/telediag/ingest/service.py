@@ -30,7 +30,7 @@ from concurrent import futures
 from dataclasses import dataclass
 from typing import Literal
 
-from telediag.domain import DeviceIdentity, IngestOutcome, MediaType, ObjectQuarantined, ObjectStored
+from telediag.domain import DeviceIdentity, IngestOutcome, JobKind, MediaType, ObjectQuarantined, ObjectStored
 from telediag.ingest.dicom import DicomInfo, InvalidObject, inspect
 from telediag.ingest.files import validate_ecg_file, validate_wfdb, wfdb_media_type
 from telediag.messagebus import MessageBus
@@ -40,7 +40,6 @@ from telediag.store.tables import utcnow
 
 log = logging.getLogger(__name__)
 
-ANALYZE_ECG = "analyze_ecg"
 QUARANTINE_REASON = "different content under an already stored SOP Instance UID"
 
 
@@ -73,6 +72,16 @@ class Received:
     dicom: DicomInfo | None = None
     record_name: str | None = None
     ecg_format: str | None = None
+
+    @property
+    def job(self) -> JobKind | None:
+        """The job its arrival queues: an ECG's analysis, an image's preview; none for anything
+        else (a report filed back into its study)."""
+        if self.study.is_ecg:
+            return JobKind.ANALYZE_ECG
+        if self.dicom is not None and self.dicom.instance.rows is not None:
+            return JobKind.RENDER_PREVIEW
+        return None
 
     def rows(self) -> list[ObjectRow]:
         info = self.dicom
@@ -213,8 +222,8 @@ class IngestService:
                     now = utcnow()
                     case_id = tx.case_for_study(received.study, now)
                     object_ids = [tx.insert_object(case_id, row, now) for row in received.rows()]
-                    job_id = (tx.insert_job(object_ids[0], ANALYZE_ECG, now, rules) if received.study.is_ecg
-                              else None)
+                    job = received.job
+                    job_id = None if job is None else tx.insert_job(object_ids[0], job.value, now, rules)
                     for put in puts:
                         put.result()
                     tx.commit()
@@ -277,5 +286,4 @@ class IngestService:
             log.warning("could not remove unrecorded object %s: %s", key, exc)
 
 
-__all__ = ["IngestService", "Received", "ReceivedFile", "StorageUnavailable", "InvalidObject", "dicom_key",
-           "ANALYZE_ECG"]
+__all__ = ["IngestService", "Received", "ReceivedFile", "StorageUnavailable", "InvalidObject", "dicom_key"]

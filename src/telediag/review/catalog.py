@@ -40,6 +40,7 @@ from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import UID
 
 from telediag import imaging
+from telediag.analysis import THUMBNAIL_SIDE
 from telediag.domain import CaseNotVisible, DeviceIdentity, Principal
 from telediag.ingest import ACCEPTED_SOP_CLASSES, InvalidObject, StorageUnavailable
 from telediag.review.service import ReviewService, audit
@@ -63,9 +64,6 @@ Level = Literal["study", "series", "instance"]
 DEFAULT_LIMIT, MAX_LIMIT = 1000, 10_000
 #: Binary values longer than this go into metadata as a BulkDataURI, not inline base64.
 BULK_THRESHOLD = 256
-#: The side of a thumbnail without ``viewport``.
-THUMBNAIL_SIDE = 128
-
 #: The attributes each level returns by default (PS3.18 Table 6.7.1-2, of those the catalog holds).
 _DEFAULTS: dict[Level, tuple[str, ...]] = {
     "study": ("StudyDate", "StudyTime", "AccessionNumber", "ModalitiesInStudy", "ReferringPhysicianName",

@@ -22,7 +22,7 @@ import numpy as np
 from pydicom import dcmread
 
 from telediag import imaging
-from telediag.analysis import load_recording
+from telediag.analysis import THUMBNAIL_SIDE, load_recording, preview_keys
 from telediag.domain import (QUALIFICATIONS, AlarmEventsRecorded, AuditBreak, CaseNotVisible, InvalidReport, CaseRef,
                              ClaimConflict, DeviceIdentity, IngestOutcome, MediaType, NotPermitted, Principal,
                              PushChannel, ReportImmutable, ReportState, ReportVersion, Role, SiteLevel,
@@ -57,7 +57,6 @@ _IMAGE_FACTS_KEPT = 4096
 #: documents, presentation states.
 _NOT_IMAGES = frozenset({"DOC", "SR", "KO", "PR"})
 #: The auto window's percentiles (robust to hot pixels and padding), as the preview's own default.
-_AUTO_WINDOW_PERCENTILES = (0.5, 99.5)
 
 #: What stores a Part 10 object into its study as a device: the ingest use case's ``ingest_dicom``.
 StudyArchive = Callable[[DeviceIdentity, bytes], IngestOutcome]
@@ -289,8 +288,13 @@ class ReviewService:
         with self.db.uow() as uow:
             self._visible(p, uow.queue.ref(case_id), case_id)
             found = uow.queue.object_ref(case_id, object_id)
+            rendered = found is not None and _rendered(uow.results.for_object(object_id))
         if found is None:
             raise CaseNotVisible(f"case {case_id} has no object {object_id}")
+        if rendered and (frame, window, size, fmt) == (0, None, None, "png"):
+            kept = self._kept(preview_keys(found[0].sha256)[0])
+            if kept is not None:
+                return kept
         frames = self._frames(found[0])
         render = imaging.render_jpeg if fmt == "jpeg" else imaging.render_png
         try:
@@ -298,13 +302,19 @@ class ReviewService:
         except imaging.ImageError as exc:
             raise CaseNotVisible(f"object {object_id} has no image to show: {exc}") from exc
 
-    def thumbnail(self, p: Principal, case_id: int, size: int = 128, fmt: Literal["png", "jpeg"] = "png") -> bytes:
+    def thumbnail(self, p: Principal, case_id: int, size: int = THUMBNAIL_SIDE,
+                  fmt: Literal["png", "jpeg"] = "png") -> bytes:
         """The study thumbnail: the middle frame of the case's first image."""
         with self.db.uow() as uow:
             self._visible(p, uow.queue.ref(case_id), case_id)
             image = self._first_image(uow, case_id)
+            rendered = image is not None and _rendered(uow.results.for_object(image.id))
         if image is None:
             raise CaseNotVisible(f"case {case_id} has no image")
+        if rendered and (size, fmt) == (THUMBNAIL_SIDE, "png"):
+            kept = self._kept(preview_keys(image.sha256)[1])
+            if kept is not None:
+                return kept
         try:
             return imaging.thumbnail(self._frames(image), size, fmt=fmt)
         except imaging.ImageError as exc:
@@ -318,6 +328,14 @@ class ReviewService:
         first = next((o for o in view["objects"] if _is_image(o)), None)
         return None if first is None else ObjectRef(first["object_id"], case_id, first["key"], first["sha256"],
                                                      first["media_type"], None)
+
+    def _kept(self, key: str) -> bytes | None:
+        """A picture a worker rendered, or None when it cannot be read (then it is drawn now)."""
+        try:
+            return self.store.get(key)
+        except ObjectStoreError:
+            log.warning("rendered picture %s cannot be read; drawing it again", key)
+            return None
 
     def _frames(self, obj: ObjectRef) -> imaging.Frames:
         """The parsed image (frames decode on demand); the last few are kept, so scrolling
@@ -347,7 +365,7 @@ class ReviewService:
             except ObjectStoreError:
                 log.warning("could not read image object %s for its header check", obj["object_id"], exc_info=True)
                 return None
-            facts = {"imaging": _image_summary(data, obj.get("modality"))}
+            facts = {"imaging": imaging.describe(data, obj.get("modality"))}
             with self._cache_lock:
                 self._image_facts[obj["object_id"]] = facts
                 while len(self._image_facts) > _IMAGE_FACTS_KEPT:
@@ -734,62 +752,15 @@ def _envelope(chunks: Iterable[tuple[int, np.ndarray]], n: int, bins: int) -> tu
 _PDF_IMAGE_PX = 512
 
 
+def _rendered(result: dict[str, Any] | None) -> bool:
+    """Whether an image's worker kept its preview and thumbnail (see ``analysis.render_previews``)."""
+    return bool(result and result.get("preview"))
+
+
 def _is_image(obj: dict[str, Any]) -> bool:
     """An object of an imaging case that is an image (not the report filed back into the study)."""
     return (obj["media_type"] == MediaType.DICOM and obj.get("sop_class_uid") != ENCAPSULATED_PDF_STORAGE
             and (obj.get("modality") or "").upper() not in _NOT_IMAGES)
-
-
-def _image_summary(data: bytes, modality: str | None) -> dict[str, Any]:
-    """What the case view says about an image: its size and frames, its series, the windows a
-    viewer offers (the header's presets, or the auto window the preview uses when it has
-    none) and the header check's findings; an image that cannot be read is described by its
-    findings alone."""
-    summary: dict[str, Any] = {"frames": 0, "rows": 0, "columns": 0, "modality": modality, "photometric": None,
-                               "series_uid": None, "series_number": None, "series_description": None,
-                               "instance_number": None, "windows": [], "findings": []}
-    try:
-        ds = imaging.load_dataset(data)
-    except imaging.ImageError as exc:
-        summary["findings"] = [{"code": "unreadable", "severity": "error", "text": str(exc)}]
-        return summary
-    summary["findings"] = [{"code": f.code, "severity": f.severity.value, "text": f.text}
-                           for f in imaging.check_header(ds)]
-    summary.update(modality=_header_text(ds, "Modality") or modality,
-                   photometric=_header_text(ds, "PhotometricInterpretation"),
-                   series_uid=_header_text(ds, "SeriesInstanceUID"),
-                   series_description=_header_text(ds, "SeriesDescription"),
-                   series_number=_header_int(ds, "SeriesNumber"), instance_number=_header_int(ds, "InstanceNumber"),
-                   rows=_header_int(ds, "Rows") or 0, columns=_header_int(ds, "Columns") or 0,
-                   frames=_header_int(ds, "NumberOfFrames") or 1)
-    try:
-        frames = imaging.decode_frames(ds)
-        windows = [w for w in imaging.window_presets(frames) if isinstance(w, imaging.Window)]
-        if not windows and not frames.is_color:
-            values = imaging.modality_values(frames, 0)
-            low, high = (float(v) for v in np.percentile(values, _AUTO_WINDOW_PERCENTILES))
-            windows = [imaging.Window((low + high) / 2, max(high - low, 1.0), explanation="auto")]
-    except imaging.ImageError:
-        return summary  # the findings say why
-    summary["windows"] = [{"center": round(w.center, 2), "width": round(w.width, 2), "explanation": w.explanation}
-                          for w in windows]
-    return summary
-
-
-def _header_text(ds, keyword: str) -> str | None:
-    try:
-        value = ds.get(keyword)
-    except Exception:  # pydicom converts raw elements on access and raises anything
-        return None
-    text = str(value).strip() if value is not None else ""
-    return text or None
-
-
-def _header_int(ds, keyword: str) -> int | None:
-    try:
-        return int(_header_text(ds, keyword) or "")
-    except ValueError:
-        return None
 
 
 #: Measurement keys a report carries, from the analysis result.

@@ -16,7 +16,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from telediag.domain import (AlarmEventInfo, AlarmInfo, AlarmState, CaseKind, CaseStatus, DeliveryTask,
-                             DeviceIdentity, DeviceInfo, JobState, Notification, Priority, PushChannel,
+                             DeviceIdentity, DeviceInfo, JobKind, JobState, Notification, Priority, PushChannel,
                              QuarantineEntry, ReportState, SiteInfo, SiteLevel, Deadlines, utc_seconds)
 from telediag.store.tables import (Alarm, AlarmEvent, AlarmEventSite, AnalysisResult, Case, Delivery,
                                    DeliveryAttempt, Device, Job, QuarantinedObject, Report, Site, StoredObject,
@@ -160,6 +160,7 @@ class JobTask:
     siblings: tuple[ObjectRef, ...]
     #: The critical-value rule set to analyse with (the upload's, else the device's).
     rules: str = "resting"
+    kind: JobKind = JobKind.ANALYZE_ECG
 
 
 def _ref(row: StoredObject) -> ObjectRef:
@@ -201,7 +202,7 @@ class JobRepository:
         siblings = _siblings(self._s, obj)
         rules = job.rules or self._s.scalar(select(Device.rules).join(Case, Case.device_id == Device.id)
                                             .where(Case.id == obj.case_id))
-        return JobTask(job_id, claimed.attempts, _ref(obj), siblings, rules or "resting")
+        return JobTask(job_id, claimed.attempts, _ref(obj), siblings, rules or "resting", JobKind(job.kind))
 
     def state(self, job_id: int) -> JobState | None:
         return self._s.scalar(select(Job.state).where(Job.id == job_id))

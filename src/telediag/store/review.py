@@ -254,9 +254,12 @@ class QueueRepository:
         return _ref(obj), _siblings(self._s, obj)
 
     def _first_ecg(self, case_id: int) -> StoredObject | None:
-        """The case's ECG object that has an analysis (the one a report is about)."""
+        """The case's ECG object that has an analysis (the one a report is about; an imaging
+        case's images have results too, their descriptions)."""
         return self._s.scalar(select(StoredObject).join(AnalysisResult, AnalysisResult.object_id == StoredObject.id)
-                              .where(StoredObject.case_id == case_id).order_by(StoredObject.id).limit(1))
+                              .join(Case, Case.id == StoredObject.case_id)
+                              .where(StoredObject.case_id == case_id, Case.kind == CaseKind.ECG)
+                              .order_by(StoredObject.id).limit(1))
 
     def first_analysis(self, case_id: int) -> dict[str, Any] | None:
         obj = self._first_ecg(case_id)
