@@ -200,6 +200,27 @@ def test_retrieve_instances_metadata_and_bulk_data(review_world: ReviewWorld,
     assert wrong_ts.status_code == 406
 
 
+def test_a_compressed_instance_is_decompressed_for_a_client_that_asks_for_explicit_little_endian(
+        review_world: ReviewWorld, stored: dict[str, pydicom.Dataset]) -> None:
+    mr = stored["MR_small_RLE.dcm"]
+    url = f"/dicomweb/studies/{mr.StudyInstanceUID}/series/{mr.SeriesInstanceUID}/instances/{mr.SOPInstanceUID}"
+    r = review_world.call("GET", url, user="ra", headers={
+        "Accept": f'multipart/related; type="application/dicom"; transfer-syntax={ExplicitVRLittleEndian}'})
+    assert r.status_code == 200, r.text
+    [(media, data)] = split_multipart(r)
+    assert f"transfer-syntax={ExplicitVRLittleEndian}" in media
+    got = pydicom.dcmread(io.BytesIO(data))
+    assert got.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian and got.SOPInstanceUID == mr.SOPInstanceUID
+    assert np.array_equal(got.pixel_array, mr.pixel_array)  # lossless: the same pixels
+    # without a transfer syntax, or with the stored one, it goes as stored
+    [(_, as_stored)] = split_multipart(review_world.call("GET", url, user="ra"))
+    assert as_stored == MR_RLE.read_bytes()
+    # telediag does not re-compress
+    jpeg = review_world.call("GET", url, user="ra", headers={
+        "Accept": 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.50'})
+    assert jpeg.status_code == 406
+
+
 def test_searches_and_reads_are_audited(review_world: ReviewWorld, stored: dict[str, pydicom.Dataset]) -> None:
     """Who searched for what and who read which study, from where, is in the audit trail."""
     w, ct = review_world, stored["CT_small.dcm"]

@@ -10,8 +10,9 @@ is durable and recorded before it is acknowledged, and a refused one leaves noth
 
 Bytes are read from the object store one instance at a time (each checked against its
 recorded SHA-256), so retrieving a study never holds more than one of its instances; the
-Part 10 objects are sent exactly as stored, in their stored transfer syntax (no transcoding:
-an ``Accept`` naming another one is answered 406).
+Part 10 objects are sent exactly as stored, in their stored transfer syntax, or decompressed to
+Explicit VR Little Endian when the client accepts only that (a compressed syntax it names
+that is not the stored one is answered 406: telediag does not re-compress).
 
 Every search and every read is audited in the transaction that looked it up: a search as
 ``search`` (level, the keys matched, how many results), a read as ``retrieve``, ``metadata``,
@@ -401,12 +402,27 @@ class DicomWeb:
 
     def retrieve(self, p: Principal, accept: list[Accepted], study: str, series: str | None = None,
                  instance: str | None = None) -> Iterator[Part]:
-        """The Part 10 objects as stored, read one at a time as the answer is sent. What the
-        caller may see and what it accepts is checked before the first byte."""
+        """The Part 10 objects, read one at a time as the answer is sent: as stored, or, for a
+        client that asks for Explicit VR Little Endian only, a compressed one decompressed
+        (a viewer without the codec). What the caller may see and what it accepts is
+        checked before the first byte."""
         rows = self.instances(p, study, series, instance)
+        plan = []
         for row in rows:
-            _choose(accept, (DICOM, row["_transfer_syntax"]))
-        return (Part(f'{DICOM}; transfer-syntax={row["_transfer_syntax"]}', self._read(row)) for row in rows)
+            stored = UID(row["_transfer_syntax"])
+            options = [(DICOM, str(stored))] + ([(DICOM, EXPLICIT_LE)] if stored.is_encapsulated else [])
+            plan.append((row, _choose(accept, *options)[1]))
+        return (self._part10(row, syntax) for row, syntax in plan)
+
+    def _part10(self, row: dict[str, Any], syntax: str | None) -> Part:
+        data = self._read(row)
+        if syntax != row["_transfer_syntax"]:
+            ds = dcmread(io.BytesIO(data))
+            ds.decompress(generate_instance_uid=False)  # the instance asked for keeps its UID
+            out = io.BytesIO()
+            ds.save_as(out, enforce_file_format=True)
+            data = out.getvalue()
+        return Part(f"{DICOM}; transfer-syntax={syntax}", data)
 
     def metadata(self, p: Principal, base: str, study: str, series: str | None = None,
                  instance: str | None = None) -> Iterator[dict[str, Any]]:
