@@ -21,6 +21,7 @@ import numpy as np
 import pydicom
 import pytest
 import requests
+from sqlalchemy import func, select
 from dicomweb_client import DICOMwebClient
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -29,9 +30,11 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from conftest import SAMPLE_DATA
 from review_fixtures import ReviewWorld, review_world  # noqa: F401 - fixture
+from services import wait_until
 from telediag import imaging
 from telediag.ingest.dicom import InvalidObject, inspect
 from telediag.network import device_by_api_key
+from telediag.store.tables import Job, JobState
 
 SAMPLES = SAMPLE_DATA / "dicom"
 CT, MR_RLE, TRUNCATED, ECG = (SAMPLES / n for n in ("CT_small.dcm", "MR_small_RLE.dcm", "MR_truncated.dcm",
@@ -423,6 +426,12 @@ def test_large_study_is_streamed(review_world: ReviewWorld) -> None:
         total += len(data)
         world.system.ingest.store_received(device, world.system.ingest.prepare_dicom(device, data))
     del data, template
+
+    def previews_rendered() -> bool:  # the worker renders each image; measure the retrieve alone
+        with world.system.db.uow() as uow:
+            return not uow.session.scalar(select(func.count()).select_from(Job).where(Job.state != JobState.DONE))
+
+    wait_until(previews_rendered, 120, "the previews rendered")
     peak, done = [_rss_mb()], threading.Event()
 
     def sample() -> None:
