@@ -249,6 +249,7 @@ def seed_cases(system: System, townships: list[Township], n: int, seed: int = 11
         for case_id in urgent:
             uow.cases.raise_priority(case_id, Priority.URGENT)
         uow.commit()
+    system.db.refresh_statistics()  # what autovacuum would do before anyone asked for a list
     return {"critical": len(critical), "urgent": len(urgent), "routine": n - len(critical) - len(urgent)}
 
 

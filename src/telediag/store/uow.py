@@ -95,6 +95,12 @@ class Database:
     def dialect(self) -> str:
         return self.engine.dialect.name
 
+    def refresh_statistics(self) -> None:
+        """Have the database re-read its tables' statistics, as autovacuum (PostgreSQL) does a
+        minute or so after a bulk load, so the planner uses the indexes a search needs."""
+        with self.engine.begin() as conn:
+            conn.exec_driver_sql("ANALYZE")
+
     def uow(self, snapshot: bool = False) -> UnitOfWork:
         """A unit of work; ``snapshot=True`` makes all its reads consistent with each other."""
         return UnitOfWork(self._sessions, snapshot, self.deadlines)
