@@ -275,7 +275,8 @@ def _received(folder: Path) -> dict[str, Path]:
 
 
 def _audit(qr: QR) -> list[dict[str, Any]]:
-    """The audit trail, newest first."""
+    """The audit trail, newest first (reads are appended in batches: this round's first)."""
+    qr.network.system.db.read_audit.sweep()
     with qr.network.system.db.uow() as uow:
         return uow.audit.entries()
 

@@ -79,9 +79,10 @@ class Holdings:
         self._db, self._store, self.scope = db, store, scope
         self._caller, self._address, self._destination = caller, address, destination
 
-    def _audit(self, uow, action: str, case_id: int | None, **detail: Any) -> None:
-        uow.audit.append(username=f"device:{self._caller.name}", role="device", action=action, case_id=case_id,
-                         detail=detail, address=self._address)
+    def _audit(self, action: str, case_id: int | None, **detail: Any) -> None:
+        """A search or a retrieve changes nothing: audited in the next batch (``store.read_audit``)."""
+        self._db.read_audit.record(username=f"device:{self._caller.name}", role="device", action=action,
+                                   case_id=case_id, detail=detail, address=self._address)
 
     def _pages(self, page: Page) -> Iterator[dict[str, Any]]:
         offset = 0
@@ -108,9 +109,7 @@ class Holdings:
 
         Raises :class:`InvalidMatch` for a value its key cannot take (``StudyDate=May``)."""
         match = {k: v for k, v in match.items() if k in _KEYS_AT[level]}
-        with self._db.uow() as uow:
-            self._audit(uow, "search", None, level=level, keys=sorted(match))
-            uow.commit()
+        self._audit("search", None, level=level, keys=sorted(match))
         if level == "PATIENT":
             yield from self._patients(match)
             return
@@ -145,14 +144,12 @@ class Holdings:
         match = {k: v for k, v in match.items() if k in _KEYS_AT[level]}
         with self._db.uow() as uow:
             rows = uow.catalog.instances(self.scope, None, None, match)
-            sent: dict[int, int] = {}
-            for row in rows:
-                sent[row["_case_id"]] = sent.get(row["_case_id"], 0) + 1
-            for case_id, n in sent.items():
-                self._audit(uow, "move" if self._destination else "retrieve", case_id, level=level,
-                            keys=sorted(match), instances=n, **({"destination": self._destination}
-                                                                if self._destination else {}))
-            uow.commit()
+        sent: dict[int, int] = {}
+        for row in rows:
+            sent[row["_case_id"]] = sent.get(row["_case_id"], 0) + 1
+        for case_id, n in sent.items():
+            self._audit("move" if self._destination else "retrieve", case_id, level=level, keys=sorted(match),
+                        instances=n, **({"destination": self._destination} if self._destination else {}))
         return rows
 
     def read(self, instance: dict[str, Any]) -> bytes:

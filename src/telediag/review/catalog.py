@@ -14,7 +14,7 @@ Part 10 objects are sent exactly as stored, in their stored transfer syntax, or 
 Explicit VR Little Endian when the client accepts only that (a compressed syntax it names
 that is not the stored one is answered 406: telediag does not re-compress).
 
-Every search and every read is audited in the transaction that looked it up: a search as
+Every search and every read is audited (in batches, ``store.read_audit``): a search as
 ``search`` (level, the keys matched, how many results), a read as ``retrieve``, ``metadata``,
 ``frames``, ``bulk``, ``rendered`` or ``thumbnail`` on each case it touches.
 
@@ -44,7 +44,7 @@ from telediag import imaging
 from telediag.analysis import THUMBNAIL_SIDE
 from telediag.domain import CaseNotVisible, DeviceIdentity, Principal
 from telediag.ingest import ACCEPTED_SOP_CLASSES, InvalidObject, StorageUnavailable
-from telediag.review.service import ReviewService, audit
+from telediag.review.service import ReviewService, audit_read
 from telediag.store import Database, ObjectStore
 from telediag.store.catalog import INSTANCE_KEYS, SERIES_KEYS, STUDY_KEYS, InvalidMatch
 
@@ -345,11 +345,10 @@ class DicomWeb:
                     rows = uow.catalog.series(scope, study, query.match, **page)
                 else:
                     rows = uow.catalog.instances(scope, study, series, query.match, **page)
-                audit(uow, p, "search", self.address, level=level, study=study, series=series,
-                      keys=sorted(query.match), results=min(len(rows), query.limit))
-                uow.commit()
         except InvalidMatch as exc:
             raise InvalidRequest(str(exc)) from exc
+        audit_read(self.db, p, "search", self.address, level=level, study=study, series=series,
+                   keys=sorted(query.match), results=min(len(rows), query.limit))
         fixed: tuple[Level, ...] = ("study", "series") if series else ("study",) if study else ()
         keys = self._returned(level, query, fixed)
         return [self._json(row, keys, base, level) for row in rows[:query.limit]], len(rows) > query.limit
@@ -389,9 +388,8 @@ class DicomWeb:
         match = {"SOPInstanceUID": instance} if instance else {}
         with self.db.uow() as uow:
             rows = uow.catalog.instances(ReviewService.scope(p), study, series, match)
-            for case_id in dict.fromkeys(row["_case_id"] for row in rows):
-                audit(uow, p, action, self.address, case_id, study=study, series=series, instance=instance)
-            uow.commit()
+        for case_id in dict.fromkeys(row["_case_id"] for row in rows):
+            audit_read(self.db, p, action, self.address, case_id, study=study, series=series, instance=instance)
         if not rows:
             what = f"instance {instance}" if instance else f"series {series}" if series else f"study {study}"
             raise CaseNotVisible(f"no {what} for this caller")

@@ -79,12 +79,22 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _who(p: Principal) -> dict[str, Any]:
+    return {"username": p.username if p.is_user else f"device:{p.username}",
+            "role": p.role.value if p.role else "device", "user_id": p.user_id}
+
+
 def audit(uow, p: Principal, action: str, address: str | None, case_id: int | None = None, **detail: Any) -> None:
     """Append who did ``action`` (on ``case_id``) to the audit trail, in the caller's unit of work,
     so the entry commits with the action or not at all."""
-    uow.audit.append(username=p.username if p.is_user else f"device:{p.username}",
-                     role=p.role.value if p.role else "device", user_id=p.user_id, action=action,
-                     case_id=case_id, detail=detail, address=address)
+    uow.audit.append(**_who(p), action=action, case_id=case_id, detail=detail, address=address)
+
+
+def audit_read(db: Database, p: Principal, action: str, address: str | None, case_id: int | None = None,
+               **detail: Any) -> None:
+    """Audit a search or a read, which changes nothing: appended with others in the next batch
+    (``store.read_audit``), not in a commit of its own."""
+    db.read_audit.record(**_who(p), action=action, case_id=case_id, detail=detail, address=address)
 
 
 @dataclass

@@ -453,12 +453,13 @@ class AuditRepository:
         self._s = session
 
     def append(self, *, username: str, role: str, action: str, user_id: int | None = None,
-               case_id: int | None = None, detail: dict[str, Any] | None = None, address: str | None = None) -> int:
+               case_id: int | None = None, detail: dict[str, Any] | None = None, address: str | None = None,
+               at: datetime | None = None) -> int:
         """Add an entry linked to the last one. Bumping the head row first takes the lock
         (row lock on PostgreSQL, the write lock on SQLite) so appends queue one behind another."""
         self._s.execute(update(AuditHead).where(AuditHead.id == 1).values(last_id=AuditHead.last_id + 1))
         entry_id, prev = self._s.execute(select(AuditHead.last_id, AuditHead.last_hash).where(AuditHead.id == 1)).one()
-        entry = AuditEntry(id=entry_id, at=utcnow(), user_id=user_id, username=username, role=role, action=action,
+        entry = AuditEntry(id=entry_id, at=at or utcnow(), user_id=user_id, username=username, role=role, action=action,
                            case_id=case_id, detail=detail or {}, address=address, prev_hash=prev, hash="")
         entry.hash = audit_hash(prev, audit_content(entry))
         self._s.add(entry)

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from telediag.domain import Deadlines
 from telediag.store.catalog import CatalogRepository
 from telediag.store.database import WalCheckpointer, make_engine, migrate
+from telediag.store.read_audit import ReadAudit
 from telediag.store.errors import DatabaseUnavailable, RowConflict
 from telediag.store.hotpath import IngestRows
 from telediag.store.notify import Listener, alarm_event_listener
@@ -86,6 +87,8 @@ class Database:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.deadlines = deadlines
         self.ingest_rows = IngestRows(self.engine, deadlines)
+        #: Reads (searches, retrievals) are audited through this, in batches.
+        self.read_audit = ReadAudit(self.uow)
         self._checkpointer: WalCheckpointer | None = None
         if durable and self.engine.dialect.name == "sqlite":
             self._checkpointer = WalCheckpointer(self.engine)
@@ -113,6 +116,7 @@ class Database:
         migrate(self.engine)
 
     def dispose(self) -> None:
+        self.read_audit.close()
         if self._checkpointer is not None:
             self._checkpointer.stop()
             self._checkpointer.join(5)
