@@ -137,8 +137,8 @@ def test_asystole_and_pause_episodes() -> None:
     fs = 250.0
     result = analyze(Recording(fs=fs, leads=("II", "V1"), signals=_standstill(fs)), rules="monitoring")
     assert labels_over(result, 20, 27).get("asystole", 0.0) > 6.0
-    # the 5 beats spanning the standstill also fall below 40 /min
-    assert {a["type"] for a in critical(result)} == {"asystole", "extreme_bradycardia"}
+    # one long interval is asystole, not also an extreme bradycardia (the rate around it is 75 /min)
+    assert {a["type"] for a in critical(result)} == {"asystole"}
     short = regular(75, 0.5, 20.0) + regular(75, 22.4, 40.0)
     result = analyze(Recording(fs=fs, leads=("II", "V1"), signals=ecg(short, fs, 40)), rules="monitoring")
     assert "pause" in labels_over(result, 19, 23) and not critical(result)
@@ -252,3 +252,142 @@ def test_icu_record_keeps_pulse_and_raises_no_false_asystole() -> None:
     cut = Recording(fs=rec.fs, leads=rec.leads, signals=rec.signals[:n], pulsatile={"ABP": (fs_abp, abp[:n])})
     result = analyze(cut, rules="monitoring")
     assert not [a for a in result["alarms"] if a["type"] == "asystole" and a["end_s"] >= 284.0]
+
+
+# ---------------------------------------------------------------- pulse fusion, run growth, sine-wave VT
+
+def _pleth(fs: float, times: list[float], duration: float) -> np.ndarray:
+    """A clean pleth with one pulse 0.25 s after each given beat time."""
+    t = np.arange(int(duration * fs)) / fs
+    y = np.zeros(t.size)
+    for bt in times:
+        y += np.exp(-0.5 * ((t - bt - 0.25) / 0.08) ** 2)
+    return y + 0.005 * np.random.default_rng(2).normal(size=t.size)
+
+
+def test_clean_pleth_suppresses_asystole_on_flat_ecg() -> None:
+    fs = 250.0
+    x = ecg(regular(75, 0.5, 20.0) + regular(75, 28.0, 40.0), fs, 40)
+    quiet = slice(int(20.2 * fs), int(27.8 * fs))                     # QRS lost for 7.6 s, signal readable
+    x[quiet] = np.random.default_rng(5).normal(0, 0.02, x[quiet].shape)
+    pulses = regular(75, 0.5, 40.0)
+    rec = Recording(fs=fs, leads=("II", "V1"), signals=x,
+                    pulsatile={"PLETH": (fs, _pleth(fs, [b for b, _ in pulses], 40))})
+    result = analyze(rec, rules="monitoring")
+    assert not [a for a in critical(result) if a["type"] == "asystole"]
+    # without the pleth the same ECG is an asystole
+    bare = analyze(Recording(fs=fs, leads=("II", "V1"), signals=x), rules="monitoring")
+    assert any(a["type"] == "asystole" for a in critical(bare))
+
+
+def test_wide_run_at_160_is_vt_with_a_pulse_that_follows_it() -> None:
+    fs = 250.0
+    beats = regular(70, 0.5, 30.0) + regular(160, 30.6, 36.0, WIDE) + regular(70, 37.0, 59.5)
+    rec = Recording(fs=fs, leads=("II", "V1"), signals=ecg(beats, fs, 60),
+                    pulsatile={"PLETH": (fs, _pleth(fs, [b for b, _ in beats], 60))})
+    result = analyze(rec, rules="monitoring")
+    assert labels_over(result, 30.6, 36.0).get("vt", 0.0) > 4.0
+    vt = [a for a in result["alarms"] if a["type"] == "ventricular_tachycardia"]
+    assert vt and vt[0]["evidence"]["pulse"] == "present"      # VT with a pulse is still VT
+
+
+def test_unchanged_pulse_refutes_an_ecg_vt_run() -> None:
+    fs = 250.0
+    # the ECG shows a wide run at 160 /min (e.g. artefact) while the heart keeps beating at 70 /min
+    beats = regular(70, 0.5, 30.0) + regular(160, 30.6, 36.0, WIDE) + regular(70, 37.0, 59.5)
+    pulse_times = [b for b, _ in regular(70, 0.5, 59.5)]
+    rec = Recording(fs=fs, leads=("II", "V1"), signals=ecg(beats, fs, 60),
+                    pulsatile={"PLETH": (fs, _pleth(fs, pulse_times, 60))})
+    result = analyze(rec, rules="monitoring")
+    assert not [a for a in result["alarms"] if a["type"] == "ventricular_tachycardia"]
+    assert "vt" not in labels_over(result, 30, 37)
+
+
+def test_run_grows_by_end_complexes_that_repeat_it() -> None:
+    from telediag.ecg.rhythm import detect_rhythm
+    fs = 250.0
+    t = np.concatenate([np.arange(0.5, 20.0, 0.8), 20.0 + np.arange(5) * 0.4, 22.4 + np.arange(10) * 0.8])
+    labels = ["N"] * t.size
+    run = np.arange(25, 30)                        # five complexes at 150 /min ...
+    for i in run[1:-1]:
+        labels[i] = "V"                            # ... of which the classifier called the middle three V
+    shape = np.full(t.size, 0.95)
+    shape[run] = 0.2                               # all five unlike the conducted QRS
+    alike = np.full(t.size, 0.95)
+    alike[run[0]] = 0.1                            # the first differs from the sinus beat before it
+    alike[run[-1] + 1] = 0.1                       # the sinus beat after the run differs from its last
+    n = int(32 * fs)
+    args = (np.round(t * fs).astype(np.int64), labels, fs, n, np.zeros(16, bool), 2.0)
+    grown = detect_rhythm(*args, shape=shape, alike=alike)
+    assert grown.vt_runs and grown.vt_runs[0].evidence["beats"] == 5
+    plain = detect_rhythm(*args)
+    assert plain.vt_runs and plain.vt_runs[0].evidence["beats"] == 3
+
+
+def test_slow_ventricular_run_is_kept_for_rules_but_not_labelled_vt() -> None:
+    from telediag.ecg.rhythm import detect_rhythm
+    fs = 250.0
+    t = np.concatenate([np.arange(0.5, 20.0, 0.9), 20.0 + np.arange(6) * 0.62, 24.0 + np.arange(8) * 0.9])
+    labels = ["N"] * t.size
+    first = int(np.searchsorted(t, 20.0))
+    for i in range(first, first + 6):
+        labels[i] = "V"                            # 6 ventricular beats at ~97 /min
+    rh = detect_rhythm(np.round(t * fs).astype(np.int64), labels, fs, int(32 * fs), np.zeros(16, bool), 2.0)
+    assert not rh.vt_runs and len(rh.ventricular_runs) == 1
+    assert 95.0 < rh.ventricular_runs[0].evidence["rate_bpm"] <= 100.0
+
+
+def test_sine_wave_vt_is_vt_not_unreadable() -> None:
+    fs = 250.0
+    t = np.arange(int(60 * fs)) / fs
+    x = ecg(regular(75, 0.5, 30.0) + regular(75, 42.5, 59.5), fs, 60)
+    seg = (t >= 30.2) & (t < 42.0)
+    x[seg] += 1.2 * np.sin(2 * np.pi * 2.1 * t[seg])[:, None] * np.array([1.0, 0.7])   # 126 /min sinusoid
+    result = analyze(Recording(fs=fs, leads=("II", "V1"), signals=x), rules="monitoring")
+    vt = [a for a in result["alarms"] if a["type"] == "ventricular_tachycardia"]
+    assert vt and 30.0 <= vt[0]["start_s"] <= 34.0
+    assert 110.0 < vt[0]["evidence"]["rate_bpm"] < 140.0
+    assert labels_over(result, 32, 40).get("unreadable", 0.0) == 0.0
+    assert not any(a["type"] == "ventricular_fibrillation" for a in result["alarms"])
+
+
+def test_pulse_counts_a_run_whose_beats_the_ecg_missed() -> None:
+    from telediag.ecg.rhythm import detect_rhythm
+    fs = 250.0
+    # sinus at 75 /min, then a run at 150 /min of which the ECG found only every other complex
+    sinus = np.arange(0.5, 20.0, 0.8)
+    run = 20.0 + np.arange(8) * 0.4
+    after = run[-1] + 0.8 + np.arange(10) * 0.8
+    t = np.concatenate([sinus, run[::2], after])
+    labels = ["N"] * sinus.size + ["V"] * run[::2].size + ["N"] * after.size
+    pulses = [np.concatenate([sinus, run, after]) + 0.25]          # every beat ejects
+    args = (np.round(t * fs).astype(np.int64), labels, fs, int(32 * fs), np.zeros(16, bool), 2.0)
+    rh = detect_rhythm(*args, pulses=pulses)
+    counted = [e for e in rh.ventricular_runs if e.evidence.get("beats_from") == "pulse"]
+    assert counted and counted[0].evidence["beats"] >= 7 and counted[0].evidence["rate_bpm"] > 140
+    # a pulse that does not show the extra beats adds nothing (fewer pulses is a pulse deficit)
+    deficit = [np.concatenate([sinus, run[::2], after]) + 0.25]
+    assert not [e for e in detect_rhythm(*args, pulses=deficit).ventricular_runs
+                if e.evidence.get("beats_from") == "pulse"]
+
+
+def test_run_broken_by_a_conducted_looking_beat_at_the_runs_pace() -> None:
+    from telediag.ecg.rhythm import detect_rhythm
+    fs = 250.0
+    t = np.concatenate([np.arange(0.5, 20.0, 0.8), 20.0 + np.cumsum([0.0, 0.45, 0.38, 0.40, 0.45]),
+                        22.5 + np.arange(10) * 0.8])
+    labels = ["N"] * t.size
+    first = int(np.searchsorted(t, 20.0))
+    for i in (first, first + 1, first + 3, first + 4):
+        labels[i] = "V"                            # V V N V V, the N a little early: one run of five
+    args = (np.round(t * fs).astype(np.int64), labels, fs, int(32 * fs), np.zeros(16, bool), 2.0)
+    assert [e.evidence["beats"] for e in detect_rhythm(*args).vt_runs] == [5]
+    # bigeminy: the conducted beat after a compensatory pause never joins
+    t2 = np.concatenate([np.arange(0.5, 20.0, 0.8), 20.0 + np.cumsum([0.0, 0.5, 1.1, 0.5, 1.1, 0.5]),
+                         24.5 + np.arange(10) * 0.8])
+    labels2 = ["N"] * t2.size
+    first = int(np.searchsorted(t2, 20.0))
+    for i in (first + 1, first + 3, first + 5):
+        labels2[i] = "V"
+    rh = detect_rhythm(np.round(t2 * fs).astype(np.int64), labels2, fs, int(32 * fs), np.zeros(16, bool), 2.0)
+    assert not rh.ventricular_runs

@@ -226,15 +226,29 @@ def test_monitoring_asystole_boundary(gap: float, expected: bool) -> None:
     assert ("asystole" in types(evaluate(load_rules("monitoring"), rhythm(beats)))) == expected
 
 
-@pytest.mark.parametrize("rate,expected", [(39.0, True), (41.0, False)])
-def test_monitoring_bradycardia_boundary(rate: float, expected: bool) -> None:
+@pytest.mark.parametrize("rate,n_rr,expected", [(44.0, 3, True), (46.0, 3, False), (40.0, 2, False)])
+def test_monitoring_bradycardia_boundary(rate: float, n_rr: int, expected: bool) -> None:
+    # monitoring confirms with a margin: < 45 /min over 4 beats (3 RR)
     beats = steady(70, 0.5, 10.0)
-    beats += list(beats[-1] + np.arange(1, 5) * 60.0 / rate)      # 5 beats (4 RR) at the rate
+    beats += list(beats[-1] + np.arange(1, n_rr + 1) * 60.0 / rate)
     beats += list(beats[-1] + np.arange(1, 8) * 0.85)
     assert ("extreme_bradycardia" in types(evaluate(load_rules("monitoring"), rhythm(beats)))) == expected
 
 
-@pytest.mark.parametrize("rate,n,expected", [(141.0, 17, True), (139.0, 17, False), (141.0, 16, False)])
+def test_monitoring_bradycardia_is_not_one_long_interval() -> None:
+    # one 3-s interval pulls the mean of 4 beats at 75 /min below 45 /min, but the rate is not slow
+    beats = steady(75, 0.5, 10.0)
+    beats += [beats[-1] + 3.0] + list(beats[-1] + 3.0 + np.arange(1, 8) * 0.8)
+    found = types(evaluate(load_rules("monitoring"), rhythm(beats)))
+    assert "extreme_bradycardia" not in found
+    # two slow intervals of three are a slow rate
+    beats = steady(75, 0.5, 10.0)
+    beats += list(beats[-1] + np.cumsum([1.8, 1.8, 0.8]))
+    beats += list(beats[-1] + np.arange(1, 8) * 0.8)
+    assert "extreme_bradycardia" in types(evaluate(load_rules("monitoring"), rhythm(beats)))
+
+
+@pytest.mark.parametrize("rate,n,expected", [(131.0, 12, True), (129.0, 12, False), (131.0, 11, False)])
 def test_monitoring_tachycardia_boundary(rate: float, n: int, expected: bool) -> None:
     beats = steady(70, 0.5, 10.0)
     beats += list(beats[-1] + np.arange(1, n) * 60.0 / rate)
@@ -242,7 +256,21 @@ def test_monitoring_tachycardia_boundary(rate: float, n: int, expected: bool) ->
     assert ("extreme_tachycardia" in types(evaluate(load_rules("monitoring"), rhythm(beats)))) == expected
 
 
-@pytest.mark.parametrize("n_v,rate,expected", [(5, 110.0, True), (4, 110.0, False), (5, 95.0, False)])
+def test_monitoring_tachycardia_is_not_double_counting() -> None:
+    # 125 /min with two beats counted twice (a tall T wave): the mean of 12 beats passes 130 /min,
+    # the rhythm does not
+    beats = steady(70, 0.5, 10.0)
+    run = list(beats[-1] + np.arange(1, 30) * 0.48)
+    extra = [run[10] + 0.2, run[14] + 0.2]
+    beats = sorted(beats + run + extra + list(run[-1] + np.arange(1, 8) * 0.85))
+    assert "extreme_tachycardia" not in types(evaluate(load_rules("monitoring"), rhythm(beats)))
+    beats = steady(70, 0.5, 10.0)
+    beats += list(beats[-1] + np.arange(1, 30) * 60.0 / 135.0)
+    beats += list(beats[-1] + np.arange(1, 8) * 0.85)
+    assert "extreme_tachycardia" in types(evaluate(load_rules("monitoring"), rhythm(beats)))
+
+
+@pytest.mark.parametrize("n_v,rate,expected", [(4, 100.0, True), (3, 110.0, False), (4, 94.0, False)])
 def test_monitoring_vt_boundary(n_v: int, rate: float, expected: bool) -> None:
     beats = steady(70, 0.5, 10.0)
     n0 = len(beats)

@@ -32,7 +32,8 @@ from .qrs import detect_qrs
 from .quality import BLOCK_S, QualityResult, assess_quality
 from .recording import Recording
 from .rhythm import (RhythmResult, atrial_consistency, detect_rhythm, disorganised_blocks, low_band, paced_beats,
-                     pulse_beats, qrs_activity, shape_correlation, st_t_levels, vf_blocks)
+                     oscillation_blocks, pulse_beats, qrs_activity, shape_correlation, st_t_levels,
+                     successive_correlation)
 from .rules import RuleSet, evaluate, load_rules
 
 __all__ = ["analyze", "analyze_stream", "signal_stage", "SignalParts", "ANALYZER_VERSION"]
@@ -83,6 +84,8 @@ class SignalParts:
     disorganised: np.ndarray    # per quality block: noise without a QRS floor
     shape: np.ndarray           # per beat: correlation with the conducted QRS (ventricular runs)
     paced: np.ndarray           # per beat: a pacing spike precedes it
+    alike: np.ndarray           # per beat: correlation with the preceding beat's QRS (run ends)
+    sine: np.ndarray            # per quality block: rate of a sine-wave ventricular rhythm, 0 where none
 
 
 def _chunk_parts(x: np.ndarray, fs: float) -> SignalParts:
@@ -94,13 +97,15 @@ def _chunk_parts(x: np.ndarray, fs: float) -> SignalParts:
         if qrs.size else np.zeros(0, bool)
     labels = classify_beats(x, fs, qrs, readable_beat, quality.usable, quality.block_s)
     low, fs_low = low_band(x, fs)
-    vf = vf_blocks(low, fs_low, quality.usable, quality.block_s)
+    vf, sine = oscillation_blocks(low, fs_low, quality.usable | quality.noisy, quality.block_s)
     activity = qrs_activity(result.bandpassed, qrs, fs, quality.usable, quality.block_s)
     atrial = atrial_consistency(low, fs_low, qrs, fs, labels)
     noise = disorganised_blocks(result.envelope, fs, quality.usable.shape[0], quality.block_s)
     shape = shape_correlation(result.bandpassed, qrs, labels, fs, quality.usable, quality.block_s)
     spikes = remove_pacing_spikes(x, fs)[1] if fs >= SPIKE_MIN_FS else np.zeros(0, np.int64)
-    return SignalParts(qrs, labels, quality, vf, activity, atrial, noise, shape, paced_beats(spikes, qrs, fs))
+    alike = successive_correlation(result.bandpassed, qrs, fs, quality.usable, quality.block_s)
+    return SignalParts(qrs, labels, quality, vf, activity, atrial, noise, shape, paced_beats(spikes, qrs, fs), alike,
+                       sine)
 
 
 def signal_stage(signals: Any, fs: float, chunk_s: float = CHUNK_S, margin_s: float = MARGIN_S) -> SignalParts:
@@ -124,8 +129,8 @@ def signal_stage(signals: Any, fs: float, chunk_s: float = CHUNK_S, margin_s: fl
     factor = max(int(fs // HOLTER_FS), 1)
     if block % factor:
         factor = 1
-    qrs_parts, label_parts, vf_parts, act_parts, atrial_parts, noise_parts, shape_parts, paced_parts = \
-        [], [], [], [], [], [], [], []
+    qrs_parts, label_parts, vf_parts, act_parts, atrial_parts, noise_parts, shape_parts, paced_parts, alike_parts, \
+        sine_parts = [], [], [], [], [], [], [], [], [], []
     fields: dict[str, list[np.ndarray]] = {k: [] for k in ("missing", "flat", "clipped", "noisy", "jump", "artefact")}
     for s in range(0, n, chunk):
         e = min(s + chunk, n)
@@ -142,10 +147,12 @@ def signal_stage(signals: Any, fs: float, chunk_s: float = CHUNK_S, margin_s: fl
         atrial_parts.append(part.atrial[owned])
         shape_parts.append(part.shape[owned])
         paced_parts.append(part.paced[owned])
+        alike_parts.append(part.alike[owned])
         b0, b1 = (s - a) // block, (s - a) // block + -(-(e - s) // block)
         for k in fields:
             fields[k].append(getattr(part.quality, k)[b0:b1])
         vf_parts.append(part.vf[b0:b1])
+        sine_parts.append(part.sine[b0:b1])
         act_parts.append(part.activity[b0:b1])
         noise_parts.append(part.disorganised[b0:b1])
     qrs = np.concatenate(qrs_parts).astype(np.int64)
@@ -155,7 +162,8 @@ def signal_stage(signals: Any, fs: float, chunk_s: float = CHUNK_S, margin_s: fl
     quality = QualityResult(block_s=BLOCK_S, **{k: np.concatenate(v) for k, v in fields.items()})
     return SignalParts(qrs[keep], [str(v) for v in labels[keep]], quality, np.concatenate(vf_parts),
                        np.concatenate(act_parts), np.concatenate(atrial_parts)[keep], np.concatenate(noise_parts),
-                       np.concatenate(shape_parts)[keep], np.concatenate(paced_parts)[keep])
+                       np.concatenate(shape_parts)[keep], np.concatenate(paced_parts)[keep],
+                       np.concatenate(alike_parts)[keep], np.concatenate(sine_parts))
 
 
 def _rules(rules: str | Path | RuleSet) -> RuleSet:
@@ -280,7 +288,8 @@ def _quality_summary(quality: QualityResult, leads: tuple[str, ...], duration_s:
 def _rhythm(parts: SignalParts, fs: float, n: int, pulses: list[np.ndarray]) -> RhythmResult:
     """Beat-level rhythm over the stitched beat series, with pulse beats from pulsatile channels."""
     return detect_rhythm(parts.qrs, parts.labels, fs, n, parts.quality.unreadable_blocks, parts.quality.block_s,
-                         parts.vf, pulses, parts.activity, parts.atrial, parts.disorganised, parts.shape, parts.paced)
+                         parts.vf, pulses, parts.activity, parts.atrial, parts.disorganised, parts.shape, parts.paced,
+                         parts.alike, parts.sine)
 
 
 def _morphology(rec: Recording, qrs: np.ndarray, labels: list[str]) -> dict[str, Any] | None:

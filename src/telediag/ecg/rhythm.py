@@ -6,19 +6,27 @@ opinions for what beat detection and beat classification cannot see. The
 signal-level functions run per chunk of signal (see ``analysis``); the
 beat-level :func:`detect_rhythm` then runs once over the whole beat series.
 
-* **VF/VFL** from the raw ECG (:func:`vf_blocks`), because QRS detection
+* **VF/VFL** from the raw ECG (:func:`oscillation_blocks`), because QRS detection
   fails or invents beats in a fibrillatory waveform. Per 2-s block (a 4-s
   window) and usable lead the 1-20 Hz band is tested for the two properties
   published VF detectors rest on: the power is concentrated around one
   dominant frequency of 2.5-9 Hz (150-540 /min; a QRS spreads its power over
-  many harmonics), and there is no isoelectric line. Every usable lead of the
-  window must agree, because motion artefact is often confined to one lead.
+  many harmonics), and there is no isoelectric line. Every lead carrying
+  signal must agree, because motion artefact is often confined to one lead.
+  The same spectra with the peak at 100-150 /min mark a **sine-wave VT**
+  (:func:`oscillation_blocks`), a wide-complex rhythm whose QRS and T merge
+  into one sinusoid; both (and VF itself) also count as ventricular runs for
+  the VT rules, since QRS detection cannot make runs out of them.
 * **Pulsatile channels** (ABP, pleth; :func:`pulse_beats`): a regular pulse
   clearly faster than an ECG pause allows refutes the pause/asystole, one
   over a "VF" stretch refutes VF, and (in the rules) one well above the limit
   refutes an ECG bradycardia, as ICU monitors and the best methods of the 2015
-  PhysioNet challenge do. A pulse never refutes VT (VT with a pulse is
-  common); whether one was found is kept in the VT evidence.
+  PhysioNet challenge do. A pulse refutes a VT run only when it goes on
+  unchanged through it, slower than the run (:func:`_pulse_unperturbed`: a
+  run the ventricles followed changes the pulse); VT with a pulse is common,
+  and whether one was found is kept in the VT evidence. Where a cluster of
+  ventricular beats holds more pulses than ECG beats, the run is counted on
+  the pulse (:func:`_pulse_counted_runs`: the detector missed complexes).
 * **Noise without rhythm** (:func:`disorganised_blocks`): signal quality
   judges a lead against its own typical QRS, so a lead carrying only noise
   looks usable; blocks whose QRS-band envelope never returns to a floor, and
@@ -27,7 +35,9 @@ beat-level :func:`detect_rhythm` then runs once over the whole beat series.
   QRS-sized activity is a detector miss, never a pause.
 * **Ventricular shape** (:func:`shape_correlation`): correlation with the
   conducted QRS of the whole chunk, which keeps a sustained ventricular rhythm
-  "ventricular" where the beat classifier's per-minute template has adopted it.
+  "ventricular" where the beat classifier's per-minute template has adopted it;
+  and (:func:`successive_correlation`) with the neighbouring beat, which grows
+  a run by the end complexes that repeat it (see :func:`_ventricular_runs`).
 
 AF, with global settings chosen on the 22 MIT-BIH DS1 records (AF in 201 and
 203 only; nothing per record): per beat, the median absolute successive RR
@@ -67,9 +77,9 @@ from scipy import ndimage, signal
 from .filters import bandpass_rows
 from .measure import median_beats
 
-__all__ = ["Episode", "RhythmResult", "LABELS", "low_band", "vf_blocks", "atrial_consistency", "pulse_beats",
-           "qrs_activity", "disorganised_blocks", "shape_correlation", "paced_beats", "detect_rhythm",
-           "st_t_levels"]
+__all__ = ["Episode", "RhythmResult", "LABELS", "low_band", "oscillation_blocks", "atrial_consistency", "pulse_beats",
+           "qrs_activity", "disorganised_blocks", "shape_correlation", "successive_correlation", "paced_beats",
+           "detect_rhythm", "st_t_levels"]
 
 LABELS: tuple[str, ...] = ("sinus", "sinus_bradycardia", "sinus_tachycardia", "af", "afl", "svt", "vt", "vf",
                            "asystole", "pause", "av_block", "paced", "unreadable", "other")
@@ -89,6 +99,8 @@ PREMATURE = 0.80           # SVT run beat: RR below this fraction of the local R
 # Ventricular runs
 VENTRICULAR_SHAPE = 0.5    # "N" beats correlating below this with the conducted QRS count as ventricular
 RUN_CYCLE = 0.15           # an "N" inside a V run keeping the run's cycle within this fraction joins it
+RUN_ALIKE = 0.8            # ... and one next to a run joins it when it repeats the run's complex this closely
+CONDUCTED_SHAPE = 0.85     # correlation with the conducted QRS from which a beat looks conducted (beats.DIFF_CORR)
 # AF (chosen on MIT-BIH DS1)
 AF_WINDOW = 32             # RR intervals per irregularity window
 AF_IRREGULARITY = 0.10     # median |dRR| / median RR above this: AF ...
@@ -102,6 +114,8 @@ VF_BAND_HZ = (1.0, 20.0)
 VF_DOMINANT_HZ = (2.5, 9.0)
 VF_CONCENTRATION = 0.55    # power within +-1 Hz of the dominant peak / 1-20 Hz power
 VF_LOW_FRACTION = 0.30     # share of samples within 10 % of the window peak: below = no isoelectric line
+SINE_DOMINANT_HZ = (VT_RATE_BPM / 60.0, VF_DOMINANT_HZ[0])   # sine-wave VT: 100-150 /min ...
+SINE_HALF_HZ = 0.5         # ... its power judged within this of the peak
 # Pulse
 PULSE_BAND_HZ = (0.5, 8.0)
 PULSE_MIN_RR_S = 0.27      # 220 /min
@@ -110,6 +124,9 @@ PULSE_MAX_GAP_S = 2.5      # a pulse present: no inter-pulse gap longer than thi
 PULSE_MAX_CV = 0.35        # ... and intervals this regular (noise "pulses" are erratic)
 PULSE_FLAT = 0.5           # share of exactly repeated samples above which a pulse block is a staircase
 PULSE_REFUTE_FRACTION = 0.6  # a gap is refuted when the pulse period is below this share of it
+PULSE_BEFORE_S = 10.0      # pulse rhythm before a ventricular run: its reference interval ...
+PULSE_STEADY = 0.15        # ... which every pulse interval through the run keeps within this fraction
+PULSE_LAG_S = 0.5          # a pulse arrives up to this long after its QRS (pulse transit time)
 # Noise and missed beats
 DISORGANISED = 0.3         # envelope 20th percentile / maximum above this: noise, not a rhythm ...
 NOISE_RR_CV = 0.15         # ... unless the detections there are regular (median |dRR| / RR below this)
@@ -140,9 +157,17 @@ class RhythmResult:
     ``gaps`` holds every beat-free interval >= ``PAUSE_S`` in readable signal
     (evidence: duration, whether it is a true RR); ``vt_runs`` every run of
     >= 3 ventricular beats above 100 /min (rate, duration, sustained, pulse);
-    ``vf`` the VF/VFL episodes. Gaps and VF episodes that a pulsatile channel
-    or the QRS-activity check refuted are not in them but in ``refuted``, with
-    the evidence (rules also skip rate windows that overlap them).
+    ``ventricular_runs`` every run of >= 3 ventricular beats whatever its rate
+    (a superset of ``vt_runs``), so a rule set may draw its own rate line
+    (monitoring confirms a VT alarm with a margin below 100 /min), plus the
+    VF/VFL and sine-wave stretches (evidence ``waveform: oscillatory``, rate
+    from the spectral peak, or 150 /min, the VF band's floor) and the runs
+    counted on a pulse channel where the ECG missed beats (evidence
+    ``beats_from: pulse``, see :func:`_pulse_counted_runs`);
+    ``vf`` the VF/VFL episodes. Gaps, VF episodes and ventricular runs that a
+    pulsatile channel or the QRS-activity check refuted are not in them but in
+    ``refuted``, with the evidence (rules also skip rate windows that overlap
+    them).
     ``unreadable`` includes the noise blocks, so it can exceed the quality
     stage's unreadable windows.
     """
@@ -150,6 +175,7 @@ class RhythmResult:
     episodes: tuple[Episode, ...]
     gaps: tuple[Episode, ...]
     vt_runs: tuple[Episode, ...]
+    ventricular_runs: tuple[Episode, ...]
     vf: tuple[Episode, ...]
     refuted: tuple[Episode, ...]
     duration_s: float
@@ -191,19 +217,31 @@ def low_band(signals: np.ndarray, fs: float) -> tuple[np.ndarray, float]:
     return bandpass_rows(xd, fs_d, *VF_BAND_HZ), fs_d
 
 
-def vf_blocks(low: np.ndarray, fs_low: float, usable: np.ndarray, block_s: float = 2.0) -> np.ndarray:
-    """Per ``block_s`` block: True where the ECG looks like ventricular flutter/fibrillation.
+def oscillation_blocks(low: np.ndarray, fs_low: float, usable: np.ndarray,
+                       block_s: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+    """Per block: VF/VFL (bool), and the rate (/min) of a sine-wave ventricular rhythm (0 where none).
 
     ``low`` is :func:`low_band` output (n_leads, m) at ``fs_low``; ``usable``
-    the (n_blocks, n_leads) quality mask. Block k is judged on the window of
-    blocks k and k+1 (4 s), so a VF stretch of >= 4 s marks at least one
-    block; a block counts when every usable lead of the window agrees.
+    the (n_blocks, n_leads) mask of leads carrying signal (not flat, missing,
+    clipped or out of range; "noisy" leads count, because the noise measure,
+    continuous slope activity, is what VF itself looks like). Block k is
+    judged on the window of blocks k and k+1 (4 s), so a stretch of >= 4 s
+    marks at least one block; a block counts when every such lead of the
+    window agrees.
+
+    Why the second: a wide-complex VT at 100-150 /min can merge QRS and T
+    into one sinusoid with no isoelectric line, in which QRS detection finds
+    beats at random; it has the VF signature (power concentrated at one
+    frequency, no baseline) one band lower, at ``SINE_DOMINANT_HZ``
+    (100-150 /min, below the VF band). Its power is judged within
+    ``SINE_HALF_HZ`` of the peak, the narrower spacing of that band. The
+    rate is 0 where no window qualifies. Both share one set of spectra.
     """
     n_leads, m_len = low.shape
     nb = usable.shape[0]
     sub = int(round(block_s * fs_low))
     if nb < 2 or sub < 16:
-        return np.zeros(nb, bool)
+        return np.zeros(nb, bool), np.zeros(nb)
     yb = np.zeros((n_leads, nb * sub))
     yb[:, :min(m_len, nb * sub)] = low[:, :nb * sub]
     yb = yb.reshape(n_leads, nb, sub)
@@ -214,23 +252,35 @@ def vf_blocks(low: np.ndarray, fs_low: float, usable: np.ndarray, block_s: float
     spec = np.abs(np.fft.rfft(win * np.hanning(m), n=nfft, axis=2)) ** 2
     f = np.fft.rfftfreq(nfft, 1.0 / fs_low)
     band = (f >= VF_BAND_HZ[0]) & (f <= VF_BAND_HZ[1])
-    dom = (f >= VF_DOMINANT_HZ[0]) & (f <= VF_DOMINANT_HZ[1])
-    total = spec[:, :, band].sum(axis=2)
-    peak_i = np.flatnonzero(dom)[np.argmax(spec[:, :, dom], axis=2)]              # (L, nb-1)
+    total = np.maximum(spec[:, :, band].sum(axis=2), 1e-12)
     cum = np.concatenate([np.zeros(spec.shape[:2] + (1,)), np.cumsum(spec, axis=2)], axis=2)
-    half = max(int(round(1.0 / (f[1] - f[0]))), 1)
-    lo = np.clip(peak_i - half, 0, len(f) - 1)
-    hi = np.clip(peak_i + half + 1, 0, len(f))
-    around = np.take_along_axis(cum, hi[..., None], 2)[..., 0] - np.take_along_axis(cum, lo[..., None], 2)[..., 0]
-    conc = around / np.maximum(total, 1e-12)
     peak_abs = np.abs(win).max(axis=2, keepdims=True)
     low_frac = (np.abs(win) < 0.1 * np.maximum(peak_abs, 1e-12)).mean(axis=2)
-    like = (conc > VF_CONCENTRATION) & (low_frac < VF_LOW_FRACTION) & (peak_abs[..., 0] > 0.1)   # (L, nb-1)
-    ok = (usable[:-1] & usable[1:]).T                                                            # (L, nb-1)
-    votes = (like & ok).sum(axis=0)
-    out = np.zeros(nb, bool)
-    out[:-1] = (votes > 0) & (votes == ok.sum(axis=0))
-    return out
+    shaped = (low_frac < VF_LOW_FRACTION) & (peak_abs[..., 0] > 0.1)               # no isoelectric line
+    ok = (usable[:-1] & usable[1:]).T                                               # (L, nb-1)
+    n_ok = ok.sum(axis=0)
+
+    # The dominant frequency is the spectral peak over both bands, so a 2-Hz sinusoid is not
+    # taken for VF by the skirt of its peak reaching into the VF band (nor VF for a sinusoid).
+    dom = (f >= SINE_DOMINANT_HZ[0]) & (f <= VF_DOMINANT_HZ[1])
+    peak_i = np.flatnonzero(dom)[np.argmax(spec[:, :, dom], axis=2)]              # (L, nb-1)
+    fast = f[peak_i] >= VF_DOMINANT_HZ[0]
+
+    def agree(in_band: np.ndarray, half_hz: float) -> np.ndarray:
+        half = max(int(round(half_hz / (f[1] - f[0]))), 1)
+        lo = np.clip(peak_i - half, 0, len(f) - 1)
+        hi = np.clip(peak_i + half + 1, 0, len(f))
+        around = np.take_along_axis(cum, hi[..., None], 2)[..., 0] - np.take_along_axis(cum, lo[..., None], 2)[..., 0]
+        votes = ((around / total > VF_CONCENTRATION) & shaped & in_band & ok).sum(axis=0)
+        out = np.zeros(nb, bool)
+        out[:-1] = (votes > 0) & (votes == n_ok)
+        return out
+
+    vf = agree(fast, 1.0)
+    sine = agree(~fast, SINE_HALF_HZ)
+    rate = np.zeros(nb)
+    rate[:-1] = 60.0 * np.median(f[peak_i], axis=0)
+    return vf, np.where(sine, rate, 0.0)
 
 
 def atrial_consistency(low: np.ndarray, fs_low: float, beat_samples: np.ndarray, fs: float,
@@ -349,26 +399,61 @@ def shape_correlation(bandpassed: np.ndarray, beat_samples: np.ndarray, beat_lab
     median conducted beat of the whole stretch (a chunk of up to an hour), a
     ventricular beat keeps its low correlation. NaN where no lead is usable.
     """
-    bp = np.asarray(bandpassed, dtype=np.float64).reshape(len(bandpassed), -1).T      # lead-major (a view)
     qrs = np.asarray(beat_samples, dtype=np.int64)
     labels = np.asarray(list(beat_labels), dtype=object)
     out = np.full(qrs.size, np.nan)
     normal = labels == "N"
     if normal.sum() < 5:
         return out
-    half = max(int(round(0.06 * fs)), 2)
-    idx = np.clip(qrs[:, None] + np.arange(-half, half + 1)[None, :], 0, bp.shape[1] - 1)
-    seg = bp[:, idx]                                                   # (L, B, W)
-    seg -= seg.mean(axis=2, keepdims=True)
+    seg, leads = _qrs_segments(bandpassed, qrs, fs, usable, block_s)
     template = np.median(seg[:, normal], axis=1)                       # (L, W)
-    block = max(int(round(block_s * fs)), 1)
-    leads = usable[np.clip(qrs // block, 0, usable.shape[0] - 1)].T.astype(np.float64)   # (L, B)
     ab = (np.einsum("lbw,lw->lb", seg, template) * leads).sum(axis=0)
     aa = (np.einsum("lbw,lbw->lb", seg, seg) * leads).sum(axis=0)
     bb = ((template * template).sum(axis=1)[:, None] * leads).sum(axis=0)
     den = np.sqrt(aa * bb)
     ok = den > 0
     out[ok] = ab[ok] / den[ok]
+    return out
+
+
+def _qrs_segments(bandpassed: np.ndarray, qrs: np.ndarray, fs: float, usable: np.ndarray,
+                  block_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """QRS-band segments (+-60 ms, mean removed) per lead and beat (L, B, W), and the usable-lead
+    weights of each beat (L, B)."""
+    bp = np.asarray(bandpassed, dtype=np.float64).reshape(len(bandpassed), -1).T      # lead-major (a view)
+    half = max(int(round(0.06 * fs)), 2)
+    idx = np.clip(qrs[:, None] + np.arange(-half, half + 1)[None, :], 0, bp.shape[1] - 1)
+    seg = bp[:, idx]                                                   # (L, B, W)
+    seg -= seg.mean(axis=2, keepdims=True)
+    block = max(int(round(block_s * fs)), 1)
+    leads = usable[np.clip(qrs // block, 0, usable.shape[0] - 1)].T.astype(np.float64)   # (L, B)
+    return seg, leads
+
+
+def successive_correlation(bandpassed: np.ndarray, beat_samples: np.ndarray, fs: float,
+                           usable: np.ndarray, block_s: float = 2.0) -> np.ndarray:
+    """Per beat: correlation of its QRS with the preceding beat's (usable leads; NaN for the first).
+
+    Why: a ventricular run is a train of alike complexes unlike the conducted
+    beat. The beat classifier and :func:`shape_correlation` each judge one
+    beat against a reference, so the first and last complexes of a run (often
+    fusion beats, or judged against a template that has half adopted the
+    ectopic shape) come out "N" and cut a run of five into one of three. A
+    beat that repeats the complex next to it more closely than it resembles
+    the conducted QRS belongs to that run (see :func:`_ventricular_runs`).
+    """
+    qrs = np.asarray(beat_samples, dtype=np.int64)
+    out = np.full(qrs.size, np.nan)
+    if qrs.size < 2:
+        return out
+    seg, leads = _qrs_segments(bandpassed, qrs, fs, usable, block_s)
+    both = leads[:, 1:] * leads[:, :-1]
+    ab = (np.einsum("lbw,lbw->lb", seg[:, 1:], seg[:, :-1]) * both).sum(axis=0)
+    aa = (np.einsum("lbw,lbw->lb", seg[:, 1:], seg[:, 1:]) * both).sum(axis=0)
+    bb = (np.einsum("lbw,lbw->lb", seg[:, :-1], seg[:, :-1]) * both).sum(axis=0)
+    den = np.sqrt(aa * bb)
+    ok = den > 0
+    out[1:][ok] = ab[ok] / den[ok]
     return out
 
 
@@ -394,7 +479,7 @@ def disorganised_blocks(envelope: np.ndarray, fs: float, n_blocks: int, block_s:
     it. An ECG, even at 200 /min, has a quiet stretch between QRS complexes;
     noise has none: the 20th percentile of the envelope stays above
     ``DISORGANISED`` of its maximum (MIT-BIH DS1: 0 blocks of real rhythm
-    above 0.3 outside ventricular flutter, which :func:`vf_blocks` catches
+    above 0.3 outside ventricular flutter, which :func:`oscillation_blocks` catches
     separately). Such blocks are treated as unreadable, never as a rhythm.
     """
     env = np.asarray(envelope, dtype=np.float64)
@@ -431,6 +516,36 @@ def _pulse_over(a: float, b: float, pulses: Sequence[np.ndarray]) -> dict[str, A
         if best is None or inside.size > best["pulses"]:
             best = {"pulses": int(inside.size), "pulse_rate_bpm": round(rate, 1)}
     return best
+
+
+def _pulse_unperturbed(a: float, b: float, rate_bpm: float, pulses: Sequence[np.ndarray]) -> dict[str, Any] | None:
+    """Evidence that the heart's mechanical rhythm did not change over a claimed ventricular run [a, b] s.
+
+    Why: a run of ventricular beats replaces the conducted beats, so the
+    pulse it produces changes: faster (a pulse per VT beat), or weaker and
+    missing beats (pulse deficit), or irregular. A pulse channel whose every
+    interval through the run (from the last pulse before it to the first
+    after its last complex at ``b``) stays within ``PULSE_STEADY`` of the
+    median interval of the ``PULSE_BEFORE_S`` before it (neither premature
+    nor a pause, the timing bounds of an ectopic beat), at a rate clearly
+    below the claimed run's, proves the ECG "run" is artefact (a moving
+    patient, a lead reconnected), not a rhythm the ventricles followed. None
+    when no channel shows that (no pulse, an irregular one, or one that
+    changed).
+    """
+    for times in pulses:
+        before = times[(times >= a - PULSE_BEFORE_S) & (times < a)]
+        during = times[(times >= a) & (times <= b + 1.0)]
+        if before.size < 4 or during.size < 2:
+            continue
+        ref = float(np.median(np.diff(before)))
+        ibi = np.diff(np.concatenate([before[-1:], during]))
+        if ref <= 0 or np.abs(ibi / ref - 1.0).max() > PULSE_STEADY or b - during[-1] > (1.0 + PULSE_STEADY) * ref:
+            continue
+        pulse_rate = 60.0 / ref
+        if rate_bpm > (1.0 + PULSE_STEADY) * pulse_rate:
+            return {"pulse_rate_bpm": round(pulse_rate, 1), "pulses": int(during.size)}
+    return None
 
 
 # --------------------------------------------------------------------------
@@ -507,7 +622,8 @@ def detect_rhythm(beat_samples: np.ndarray, beat_labels: Sequence[str], fs: floa
                   unreadable_blocks: np.ndarray, block_s: float, vf: np.ndarray | None = None,
                   pulses: Sequence[np.ndarray] = (), activity: np.ndarray | None = None,
                   atrial: np.ndarray | None = None, disorganised: np.ndarray | None = None,
-                  shape: np.ndarray | None = None, paced: np.ndarray | None = None) -> RhythmResult:
+                  shape: np.ndarray | None = None, paced: np.ndarray | None = None,
+                  alike: np.ndarray | None = None, sine: np.ndarray | None = None) -> RhythmResult:
     """Rhythm timeline from beats (samples, N/V/Q labels), quality and the signal-level detectors.
 
     Args:
@@ -515,7 +631,7 @@ def detect_rhythm(beat_samples: np.ndarray, beat_labels: Sequence[str], fs: floa
         beat_labels: "N"/"V"/"Q" per beat (:func:`telediag.ecg.beats.classify_beats`).
         fs, n_samples: sampling rate and record length.
         unreadable_blocks: bool per ``block_s`` block, no lead usable.
-        vf: bool per block from :func:`vf_blocks` (None: no VF detection).
+        vf: bool per block from :func:`oscillation_blocks` (None: no VF detection).
         pulses: pulse-beat times (s), one array per pulsatile channel (:func:`pulse_beats`).
         activity: optional per-block QRS-band activity (:func:`qrs_activity`);
             a gap whose inner blocks hold QRS-sized activity is a detector miss.
@@ -527,23 +643,42 @@ def detect_rhythm(beat_samples: np.ndarray, beat_labels: Sequence[str], fs: floa
             a beat shaped unlike it (below ``VENTRICULAR_SHAPE``) may extend a ventricular run.
         paced: optional per-beat pacing flag (:func:`paced_beats`): paced beats make a ``paced``
             background and never count as ventricular ectopy.
+        alike: optional per-beat correlation with the preceding beat (:func:`successive_correlation`);
+            with ``shape``, grows ventricular runs by the complexes at their ends that repeat them.
+        sine: optional per-block rate of a sine-wave ventricular rhythm (:func:`oscillation_blocks`,
+            0 where none): such spans are ventricular runs, never unreadable.
     """
     qrs = np.asarray(beat_samples, dtype=np.int64)
     labels = np.asarray(list(beat_labels), dtype=object)
     duration = n_samples / fs
     t = qrs / fs
     unread_b = np.asarray(unreadable_blocks, bool).copy()
+    sine_rate = np.zeros(unread_b.size)
+    if sine is not None:
+        given = np.asarray(sine, np.float64)[:unread_b.size]
+        sine_rate[:given.size] = given
+    osc = sine_rate > 0
+    if vf is not None:
+        v = np.asarray(vf, bool)[:osc.size]
+        osc[:v.size] |= v
+    # VF/VFL and sine-wave VT are judged on every lead that carries signal, "noisy" ones too
+    # (continuous activity without an isoelectric line is what they look like to the noise
+    # measure): their blocks, each a 4-s window of blocks k and k+1, are never unreadable.
+    unread_b[osc] = False
+    unread_b[1:][osc[:-1]] = False
     if disorganised is not None:
-        unread_b |= _noise_blocks(np.asarray(disorganised, bool)[:unread_b.size], t, block_s, vf)
+        unread_b |= _noise_blocks(np.asarray(disorganised, bool)[:unread_b.size], t, block_s, osc)
     unreadable = [(a * block_s, min(b * block_s, duration)) for a, b in _runs(unread_b)]
     refuted: list[Episode] = []
 
     # ---- VF episodes (signal level), refuted by a regular pulse
     vf_eps: list[Episode] = []
+    oscillatory: list[tuple[float, float, float]] = []      # VF-like and sine-wave spans: start, end, rate
     if vf is not None:
         vf_mask = np.asarray(vf, bool) & ~unread_b[:len(vf)]
         for a, b in _runs(vf_mask):
             s0, s1 = a * block_s, min((b + 1) * block_s, duration)   # block k covers the window [k, k+2)
+            oscillatory.append((s0, s1, 60.0 * VF_DOMINANT_HZ[0]))
             pulse = _pulse_over(s0, s1, pulses)
             ev = {"duration_s": round(s1 - s0, 2), "blocks": b - a}
             if pulse is not None:
@@ -552,6 +687,8 @@ def detect_rhythm(beat_samples: np.ndarray, beat_labels: Sequence[str], fs: floa
             if pulses:
                 ev["pulse"] = "not found"
             vf_eps.append(Episode("vf", s0, s1, ev))
+    for a, b in _runs((sine_rate > 0) & ~unread_b):
+        oscillatory.append((a * block_s, min((b + 1) * block_s, duration), float(np.median(sine_rate[a:b]))))
     readable_beat = ~unread_b[np.clip((qrs / (block_s * fs)).astype(np.int64), 0, max(unread_b.size - 1, 0))] \
         if qrs.size and unread_b.size else np.ones(qrs.size, bool)
     is_v = (labels == "V") & readable_beat
@@ -620,7 +757,6 @@ def detect_rhythm(beat_samples: np.ndarray, beat_labels: Sequence[str], fs: floa
         _absorb_short_rate_runs(background)
 
     # ---- VT runs: >= 3 consecutive ventricular beats above 100 /min
-    vt_runs: list[Episode] = []
     v_like = is_v.copy()
     if shape is not None:
         v_like |= is_n & (np.nan_to_num(np.asarray(shape, dtype=np.float64), nan=1.0) < VENTRICULAR_SHAPE)
@@ -628,21 +764,40 @@ def detect_rhythm(beat_samples: np.ndarray, beat_labels: Sequence[str], fs: floa
         v_like &= ~np.asarray(paced, bool)          # a paced QRS is wide by design, not ectopic
     # Runs inside a VF/VFL episode are kept: a fast monomorphic VT and ventricular flutter are one
     # continuum, and the timeline shows VF there by precedence.
-    for a, b in _runs(_ventricular_runs(v_like, is_n & ~v_like, rr)):
+    ventricular: list[Episode] = []
+    for a, b in _runs(_ventricular_runs(v_like, is_n & ~v_like, rr, shape, alike, background == "af")):
         if b - a < VT_MIN_BEATS:
             continue
         span = t[b - 1] - t[a]
         rate_v = 60.0 * (b - a - 1) / span if span > 0 else 0.0
-        if rate_v <= VT_RATE_BPM:
-            continue
         end = t[b - 1] + (float(np.median(rr[a:b - 1])) if b - a > 1 else 0.0)
         ev = {"beats": b - a, "rate_bpm": round(rate_v, 1), "duration_s": round(span, 3),
               "sustained": bool(span >= SUSTAINED_S)}
         if pulses:
-            # A pulse never refutes VT (VT with a pulse is common); its absence is recorded.
+            # A pulse does not refute VT (VT with a pulse is common) unless it went on unchanged,
+            # slower than the run, through it; else its presence or absence is recorded.
+            steady = _pulse_unperturbed(float(t[a]), float(t[b - 1]), rate_v, pulses)
+            if steady is not None:
+                refuted.append(Episode("vt", float(t[a]), float(end), {**ev, **steady, "refuted_by": "pulse"}))
+                continue
             pulse = _pulse_over(float(t[a]), float(end), pulses)
             ev["pulse"] = "present" if pulse is not None else "not found"
-        vt_runs.append(Episode("vt", float(t[a]), float(end), ev))
+        ventricular.append(Episode("vt", float(t[a]), float(end), ev))
+    # A flutter/fibrillation or sine-wave waveform is a ventricular tachyarrhythmia whatever a
+    # pulse says (ventricular flutter is VT at its fast end, and a pulse there is VT with a
+    # pulse): its oscillations, at >= 100 /min by the detectors' bands (a VF span counts at its
+    # band's floor, 150 /min), meet the VT definition, and QRS detection, which finds no
+    # discrete complexes in it, cannot make the run itself.
+    for s0, s1, rate_o in oscillatory:
+        ev = {"beats": int((s1 - s0) * rate_o / 60.0), "rate_bpm": round(rate_o, 1), "duration_s": round(s1 - s0, 3),
+              "sustained": bool(s1 - s0 >= SUSTAINED_S), "waveform": "oscillatory"}
+        steady = _pulse_unperturbed(s0, s1, rate_o, pulses) if pulses else None
+        if steady is None:
+            ventricular.append(Episode("vt", s0, s1, ev))
+    if pulses:
+        ventricular += _pulse_counted_runs(t, v_like, ventricular, pulses)
+    ventricular.sort(key=lambda e: e.start_s)
+    vt_runs = [e for e in ventricular if e.evidence["rate_bpm"] > VT_RATE_BPM and "waveform" not in e.evidence]
 
     # ---- SVT runs: >= 3 consecutive premature N beats above 100 /min, or sustained > 150 /min
     svt_eps: list[Episode] = []
@@ -661,33 +816,117 @@ def detect_rhythm(beat_samples: np.ndarray, beat_labels: Sequence[str], fs: floa
         background[background == "svt"] = "sinus_tachycardia"    # sustained fast outside a run
 
     episodes = _timeline(t, background, duration, unreadable, vf_eps, gaps, vt_runs, svt_eps)
-    return RhythmResult(episodes=tuple(episodes), gaps=tuple(gaps), vt_runs=tuple(vt_runs), vf=tuple(vf_eps),
+    return RhythmResult(episodes=tuple(episodes), gaps=tuple(gaps), vt_runs=tuple(vt_runs),
+                        ventricular_runs=tuple(ventricular), vf=tuple(vf_eps),
                         refuted=tuple(refuted), duration_s=duration, pulses=tuple(pulses), beat_times_s=t,
                         beat_labels=labels,
                         background=background, unreadable=tuple(unreadable))
 
 
-def _ventricular_runs(is_v: np.ndarray, is_n: np.ndarray, rr: np.ndarray) -> np.ndarray:
-    """Ventricular beats, with a lone "N" between two V beats counted in when it keeps the run's cycle.
+def _ventricular_runs(is_v: np.ndarray, is_n: np.ndarray, rr: np.ndarray, shape: np.ndarray | None = None,
+                      alike: np.ndarray | None = None, in_af: np.ndarray | None = None) -> np.ndarray:
+    """Ventricular beats, with a lone "N" between two V beats counted in when it keeps the run's pace.
 
     Why: inside a VT run the beat classifier's template can drift towards the
     ectopic shape, so single beats of the run come out "N" and break it (seen
     in MIT-BIH 223). A conducted beat in bigeminy comes after a compensatory
-    pause, so its cycle differs from the ectopic one; a misclassified VT beat
-    keeps the run's cycle (both its intervals within ``RUN_CYCLE`` of the
-    ventricular intervals around it).
+    pause, so its cycle differs from the ectopic one; a misclassified VT
+    beat keeps the run's cycle (both its intervals within ``RUN_CYCLE`` of
+    the ventricular intervals around it), or, when it comes early (a run
+    that speeds up), keeps its pace without the conducted shape (neither
+    interval longer than the cycle by more than ``RUN_CYCLE``, correlation
+    with the conducted QRS below ``CONDUCTED_SHAPE``): an early beat shaped
+    like the conducted QRS is a capture or a false detection, not the run.
+
+    With ``alike`` (:func:`successive_correlation`) and ``shape``
+    (:func:`shape_correlation`), every run (a lone V beat too) is also grown
+    at either end, one "N" beat at a time, by a beat that repeats the run's
+    complex (correlation with its run neighbour >= ``RUN_ALIKE`` and above its
+    correlation with the conducted QRS), at the run's cycle when it has one
+    (the interval between them within ``RUN_CYCLE`` of the run's median
+    interval): the first and last complexes of a VT run, and single ones
+    amid it, are those the classifier most often calls "N" (fusion, template
+    drift), and a run's length decides whether it is VT. A conducted beat
+    after an ectopic one (bigeminy) resembles the conducted QRS, not the
+    ectopic one, so it never joins. Nor does a beat in AF (``in_af``), by
+    either rule: there the intervals set no pace, and aberrant conduction
+    after long-short cycles (Ashman beats) repeats a wide complex without any
+    ventricular run.
     """
     vent = is_v.copy()
     nb = is_v.size
     if nb < 5:
         return vent
-    k = np.flatnonzero(is_n[2:-2] & is_v[1:-3] & is_v[3:-1]) + 2
+    af = np.zeros(nb, bool) if in_af is None else np.asarray(in_af, bool)
+    k = np.flatnonzero(is_n[2:-2] & ~af[2:-2] & is_v[1:-3] & is_v[3:-1]) + 2
     if k.size:
         before, after = rr[k - 1], rr[k]                   # intervals ending at / starting from beat k
         ref = np.median(np.stack([rr[k - 2], rr[k + 1]]), axis=0)   # the neighbouring V-V cycles
-        regular = (np.abs(before - ref) <= RUN_CYCLE * ref) & (np.abs(after - ref) <= RUN_CYCLE * ref)
-        vent[k[regular]] = True
+        on_cycle = (np.abs(before - ref) <= RUN_CYCLE * ref) & (np.abs(after - ref) <= RUN_CYCLE * ref)
+        no_pause = (before <= (1.0 + RUN_CYCLE) * ref) & (after <= (1.0 + RUN_CYCLE) * ref)
+        conducted_k = np.ones(k.size, bool) if shape is None else \
+            np.nan_to_num(np.asarray(shape, dtype=np.float64)[k], nan=1.0) >= CONDUCTED_SHAPE
+        vent[k[on_cycle | (no_pause & ~conducted_k)]] = True
+    if alike is None or shape is None:
+        return vent
+    sim = np.nan_to_num(np.asarray(alike, dtype=np.float64), nan=0.0)
+    conducted = np.nan_to_num(np.asarray(shape, dtype=np.float64), nan=1.0)
+
+    def joins(j: int, pair: int, interval: float, cycle: float | None) -> bool:
+        # beat j is next to run beat ``pair``; sim[max(j, pair)] is their correlation
+        c = sim[max(j, pair)]
+        on_cycle = cycle is None or abs(interval - cycle) <= RUN_CYCLE * cycle
+        return bool(is_n[j] and not af[j] and c >= RUN_ALIKE and c > conducted[j] and on_cycle)
+
+    for a, b in _runs(vent):
+        cycle = float(np.median(rr[a:b - 1])) if b - a >= 2 else None
+        while b < nb and not vent[b] and joins(b, b - 1, float(rr[b - 1]), cycle):
+            vent[b] = True
+            b += 1
+        while a > 0 and not vent[a - 1] and joins(a - 1, a, float(rr[a - 1]), cycle):
+            vent[a - 1] = True
+            a -= 1
     return vent
+
+
+def _pulse_counted_runs(t: np.ndarray, v_like: np.ndarray, runs: Sequence[Episode],
+                        pulses: Sequence[np.ndarray]) -> list[Episode]:
+    """Ventricular runs whose beats the ECG detector partly missed, counted on a pulsatile channel.
+
+    Why: wide, low-slope VT complexes that follow tall conducted beats are the
+    ones QRS detection most often misses, so a run of five can come out as
+    ventricular beats one or two apart. Each heartbeat that ejects is a
+    pulse; where the ECG shows a cluster of ventricular beats (at least two,
+    at most one other beat between neighbours, no VT run found there) and a
+    pulse channel shows, over the same span, at least two pulses more than
+    the ECG has beats, regular (interval spread within ``PULSE_MAX_CV``) and
+    faster than ``VT_RATE_BPM``, the run is counted on the pulse. Never the
+    other way: fewer pulses than beats is the pulse deficit of real VT.
+    """
+    out: list[Episode] = []
+    idx = np.flatnonzero(v_like)
+    if idx.size < 2:
+        return out
+    breaks = np.flatnonzero(np.diff(idx) > 2) + 1
+    for cluster in np.split(idx, breaks):
+        if cluster.size < 2:
+            continue
+        a, b = float(t[cluster[0]]), float(t[cluster[-1]])
+        if any(e.start_s <= b and e.end_s >= a and e.evidence["rate_bpm"] > VT_RATE_BPM for e in runs):
+            continue
+        n_ecg = int(cluster[-1] - cluster[0] + 1)
+        for times in pulses:
+            inside = times[(times >= a) & (times <= b + PULSE_LAG_S)]
+            if inside.size < max(VT_MIN_BEATS + 1, n_ecg + 2):
+                continue
+            ibi = np.diff(inside)
+            rate = 60.0 / float(np.median(ibi))
+            if rate > VT_RATE_BPM and ibi.std() <= PULSE_MAX_CV * ibi.mean():
+                out.append(Episode("vt", a, b, {"beats": int(inside.size), "rate_bpm": round(rate, 1),
+                                                "duration_s": round(b - a, 3), "sustained": bool(b - a >= SUSTAINED_S),
+                                                "pulse": "present", "beats_from": "pulse"}))
+                break
+    return out
 
 
 def _absorb_short_rate_runs(background: np.ndarray) -> None:

@@ -320,9 +320,26 @@ def _brady(p: Mapping[str, Any], rh: RhythmResult, m: Mapping[str, Any], mo: Map
         return [(float(t[0]), float(t[-1]), {"mean_rate_bpm": rate, "beats": int(ok.sum()) + 1})] \
             if rate <= p["max_mean_rate_bpm"] else []
     rate, idx = _rates(rh, int(p["beats"]))
-    sel = rate < p["below_rate_bpm"]
+    # Bradycardia is a slow rate sustained over the beats, not one long interval: a single
+    # pause or one missed beat (which doubles one interval) does not make a window of 4-5 beats
+    # "extreme bradycardia" (pauses have their own rule).
+    sel = (rate < p["below_rate_bpm"]) & (_median_rates(rh, idx, int(p["beats"])) < p["below_rate_bpm"])
     hits = _merge_runs(idx[sel], rh, int(p["beats"]) - 1, rate[sel], min)
     return [h for h in hits if not _pulse_faster(rh, h, p["below_rate_bpm"])]
+
+
+def _median_rates(rh: RhythmResult, idx: np.ndarray, beats: int) -> np.ndarray:
+    """Rate from the median interval of each window of ``beats`` beats starting at ``idx``.
+
+    Why: the mean rate of a short window moves a long way with one interval
+    that is not the rhythm's (a missed or a double-counted beat, a pause);
+    the median interval does not, so a rate alarm needs both to cross.
+    """
+    k = beats - 1
+    if idx.size == 0 or k < 1:
+        return np.zeros(idx.size)
+    windows = np.lib.stride_tricks.sliding_window_view(np.diff(rh.beat_times_s), k)[idx]
+    return np.round(60.0 / np.maximum(np.median(windows, axis=1), 1e-9), 1)
 
 
 def _pulse_faster(rh: RhythmResult, hit: Hit, limit_bpm: float) -> bool:
@@ -334,15 +351,19 @@ def _pulse_faster(rh: RhythmResult, hit: Hit, limit_bpm: float) -> bool:
 
 def _tachy(p: Mapping[str, Any], rh: RhythmResult, m: Mapping[str, Any], mo: Mapping[str, Any]) -> list[Hit]:
     rate, idx = _rates(rh, int(p["beats"]))
-    sel = rate > p["above_rate_bpm"]
+    # A fast rate sustained over the beats: one double-counted beat (a tall T wave, an artefact)
+    # halves one interval and lifts the mean of the window, not its median interval.
+    sel = (rate > p["above_rate_bpm"]) & (_median_rates(rh, idx, int(p["beats"])) > p["above_rate_bpm"])
     # No pulse check here: at fast rates the pulse often misses beats (pulse deficit), so a pulse
     # at half the ECG rate does not prove double counting (it removed true alarms in the 2015 set).
     return _merge_runs(idx[sel], rh, int(p["beats"]) - 1, rate[sel], max)
 
 
 def _vt(p: Mapping[str, Any], rh: RhythmResult, m: Mapping[str, Any], mo: Mapping[str, Any]) -> list[Hit]:
+    # Every ventricular run, whatever its rate: the rule's own rate line decides (the rhythm
+    # stage's 100 /min line is for its timeline label).
     hits = []
-    for e in rh.vt_runs:
+    for e in rh.ventricular_runs:
         rate, dur, beats = _r1(e.evidence["rate_bpm"]), _r3(e.evidence["duration_s"]), e.evidence["beats"]
         if "min_rate_bpm" in p:
             ok = rate >= p["min_rate_bpm"] and dur >= p["min_duration_s"]
