@@ -31,6 +31,7 @@ PostgreSQL too; parts 2 and 3 run on each database as well. A print-out, not a t
 from __future__ import annotations
 
 import argparse
+import gc
 import io
 import logging
 import os
@@ -480,6 +481,8 @@ def serve_world(stack: ExitStack, prefix: str, database_url: str | None, readers
     t1 = time.perf_counter()
     seeded = seed(system, world)
     t2 = time.perf_counter()
+    gc.collect()  # as `telediag up` and `serve` do before they listen: the seeding's objects
+    gc.freeze()   # out of the collector's generations, so no full collection pauses a request
     server = BackgroundServer(system, "127.0.0.1", port := _free_port())
     server.start()
     stack.callback(server.stop)
