@@ -11,7 +11,8 @@ from ._display import Window, modality_values, window_presets
 from ._header import check_header
 from ._source import ImageError, ImageSource, load_dataset
 
-#: The auto window (an image without header presets): these percentiles of its values.
+#: The auto window (an image without header presets): these percentiles of its values (robust to
+#: hot pixels and padding), as the preview's own default.
 _AUTO_WINDOW_PERCENTILES = (0.5, 99.5)
 
 

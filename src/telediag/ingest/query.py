@@ -25,6 +25,7 @@ Audit
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -144,10 +145,7 @@ class Holdings:
         match = {k: v for k, v in match.items() if k in _KEYS_AT[level]}
         with self._db.uow() as uow:
             rows = uow.catalog.instances(self.scope, None, None, match)
-        sent: dict[int, int] = {}
-        for row in rows:
-            sent[row["_case_id"]] = sent.get(row["_case_id"], 0) + 1
-        for case_id, n in sent.items():
+        for case_id, n in Counter(row["_case_id"] for row in rows).items():
             self._audit("move" if self._destination else "retrieve", case_id, level=level, keys=sorted(match),
                         instances=n, **({"destination": self._destination} if self._destination else {}))
         return rows

@@ -56,7 +56,6 @@ _IMAGE_FACTS_KEPT = 4096
 #: Modalities of objects in an imaging study that are no images: reports, structured and key-object
 #: documents, presentation states.
 _NOT_IMAGES = frozenset({"DOC", "SR", "KO", "PR"})
-#: The auto window's percentiles (robust to hot pixels and padding), as the preview's own default.
 
 #: What stores a Part 10 object into its study as a device: the ingest use case's ``ingest_dicom``.
 StudyArchive = Callable[[DeviceIdentity, bytes], IngestOutcome]
