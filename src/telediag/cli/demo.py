@@ -140,7 +140,17 @@ def _report_analyses(system: System, since_job: int, timeout: float = 60.0) -> N
             if result is None:
                 print(f"  job {job['id']} ({name}): {job['state']} {job['error'] or ''}")
                 continue
-            print(f"  job {job['id']} ({name}): {describe_analysis(result)}")
+            print(f"  job {job['id']} ({name}): {_describe(result)}")
+
+
+def _describe(result: dict) -> str:
+    """One line on a job's result: an ECG's analysis, or an image's description and preview."""
+    image = result.get("imaging")
+    if image is None:
+        return describe_analysis(result)
+    findings = ", ".join(f["code"] for f in image["findings"]) or "none"
+    return (f"{image['modality'] or 'image'} {image['columns']}x{image['rows']}, {image['frames']} frame(s), "
+            f"preview {'kept' if result.get('preview') else 'none'}, findings: {findings}")
 
 
 def run_demo(settings: Settings, samples: Path, serve: bool = True) -> int:
