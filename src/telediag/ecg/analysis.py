@@ -88,6 +88,13 @@ class SignalParts:
     sine: np.ndarray            # per quality block: rate of a sine-wave ventricular rhythm, 0 where none
 
 
+#: The per-beat and per-quality-block fields of SignalParts besides ``qrs`` and ``labels``: how
+#: ``signal_stage`` stitches each from the chunks (beats by owner, blocks by position).
+_BEAT_FIELDS = ("atrial", "shape", "paced", "alike")
+_BLOCK_FIELDS = ("vf", "activity", "disorganised", "sine")
+_QUALITY_FIELDS = ("missing", "flat", "clipped", "noisy", "jump", "artefact")
+
+
 def _chunk_parts(x: np.ndarray, fs: float) -> SignalParts:
     quality = assess_quality(x, fs)
     result = detect_qrs(x, fs, quality.usable, quality.block_s)
@@ -129,9 +136,11 @@ def signal_stage(signals: Any, fs: float, chunk_s: float = CHUNK_S, margin_s: fl
     factor = max(int(fs // HOLTER_FS), 1)
     if block % factor:
         factor = 1
-    qrs_parts, label_parts, vf_parts, act_parts, atrial_parts, noise_parts, shape_parts, paced_parts, alike_parts, \
-        sine_parts = [], [], [], [], [], [], [], [], [], []
-    fields: dict[str, list[np.ndarray]] = {k: [] for k in ("missing", "flat", "clipped", "noisy", "jump", "artefact")}
+    qrs_parts: list[np.ndarray] = []
+    label_parts: list[np.ndarray] = []
+    beat_parts: dict[str, list[np.ndarray]] = {k: [] for k in _BEAT_FIELDS}
+    block_parts: dict[str, list[np.ndarray]] = {k: [] for k in _BLOCK_FIELDS}
+    quality_parts: dict[str, list[np.ndarray]] = {k: [] for k in _QUALITY_FIELDS}
     for s in range(0, n, chunk):
         e = min(s + chunk, n)
         a, b = max(s - margin, 0), min(e + margin, n)
@@ -144,26 +153,21 @@ def signal_stage(signals: Any, fs: float, chunk_s: float = CHUNK_S, margin_s: fl
         owned = (beats >= s) & (beats < e)
         qrs_parts.append(beats[owned])
         label_parts.append(np.asarray(part.labels, dtype=object)[owned])
-        atrial_parts.append(part.atrial[owned])
-        shape_parts.append(part.shape[owned])
-        paced_parts.append(part.paced[owned])
-        alike_parts.append(part.alike[owned])
+        for k in _BEAT_FIELDS:
+            beat_parts[k].append(getattr(part, k)[owned])
         b0, b1 = (s - a) // block, (s - a) // block + -(-(e - s) // block)
-        for k in fields:
-            fields[k].append(getattr(part.quality, k)[b0:b1])
-        vf_parts.append(part.vf[b0:b1])
-        sine_parts.append(part.sine[b0:b1])
-        act_parts.append(part.activity[b0:b1])
-        noise_parts.append(part.disorganised[b0:b1])
+        for k in _QUALITY_FIELDS:
+            quality_parts[k].append(getattr(part.quality, k)[b0:b1])
+        for k in _BLOCK_FIELDS:
+            block_parts[k].append(getattr(part, k)[b0:b1])
     qrs = np.concatenate(qrs_parts).astype(np.int64)
     labels = np.concatenate(label_parts)
     # A beat near a border may be found by both chunks (fiducials a few ms apart): keep the first.
     keep = np.concatenate([[True], np.diff(qrs) > DEDUP_S * fs]) if qrs.size else np.zeros(0, bool)
-    quality = QualityResult(block_s=BLOCK_S, **{k: np.concatenate(v) for k, v in fields.items()})
-    return SignalParts(qrs[keep], [str(v) for v in labels[keep]], quality, np.concatenate(vf_parts),
-                       np.concatenate(act_parts), np.concatenate(atrial_parts)[keep], np.concatenate(noise_parts),
-                       np.concatenate(shape_parts)[keep], np.concatenate(paced_parts)[keep],
-                       np.concatenate(alike_parts)[keep], np.concatenate(sine_parts))
+    quality = QualityResult(block_s=BLOCK_S, **{k: np.concatenate(v) for k, v in quality_parts.items()})
+    return SignalParts(qrs=qrs[keep], labels=[str(v) for v in labels[keep]], quality=quality,
+                       **{k: np.concatenate(v)[keep] for k, v in beat_parts.items()},
+                       **{k: np.concatenate(v) for k, v in block_parts.items()})
 
 
 def _rules(rules: str | Path | RuleSet) -> RuleSet:
