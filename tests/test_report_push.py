@@ -324,3 +324,4 @@ def test_on_postgres_the_report_streams_through_notify_and_the_migration_goes_bo
             engine.dispose()
         report = w.call("GET", f"/api/v1/cases/{case_id}/report", user="c1").json()
         assert report["sha256"] == signed["sha256"] and report["acknowledged_by"] is None
+        assert report["algorithm"] == "ed25519"  # 0010 back-fills the algorithm of earlier signatures

@@ -148,6 +148,35 @@ def test_claim_draft_sign_amend_and_verify(review_world: ReviewWorld) -> None:
     assert w.call("GET", f"{base}/report.pdf", user="c2").status_code == 404
 
 
+@pytest.mark.parametrize("review_world", [{"signature_algorithm": "sm2"}], indirect=True)
+def test_a_network_on_national_cryptography_signs_with_sm2(review_world: ReviewWorld, tmp_path) -> None:
+    w = review_world
+    case_id = w.upload(normal_ecg())
+    w.analysed(case_id)
+    base = f"/api/v1/cases/{case_id}"
+    proposal = w.call("GET", f"{base}/report", user="ra").json()
+    body = {"statements": proposal["statements"], "conclusion": "窦性心律。"}
+    assert w.call("POST", f"{base}/claim", user="ra").status_code == 200
+    assert w.call("PUT", f"{base}/report", user="ra", json=body).status_code == 200
+    s = w.call("POST", f"{base}/report/sign", user="ra").json()
+    key = w.call("GET", "/api/v1/users/ra/public-key").json()
+    assert s["algorithm"] == key["algorithm"] == "sm2" and s["public_key"] == key["public_key"]
+    digest = rebuilt_digest(w.call("GET", base, user="c1").json(), body["statements"], body["conclusion"],
+                            proposal["measurements"], s)
+    assert digest.hex() == s["sha256"] and verify_signature(key["public_key"], digest, s["signature"], "sm2")
+    # OpenSSL, given only the published PEM, verifies it (SM2 with SM3, GB/T 35276 default ID).
+    (tmp_path / "pub.pem").write_text(key["pem"])
+    (tmp_path / "digest").write_bytes(digest)
+    (tmp_path / "sig").write_bytes(base64.b64decode(s["signature"]))
+    assert subprocess.run(["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", "pub.pem", "-rawin", "-in", "digest",
+                           "-sigfile", "sig", "-digest", "sm3", "-pkeyopt", "distid:1234567812345678"],
+                          cwd=tmp_path, capture_output=True).returncode == 0
+    assert w.call("GET", f"{base}/report", user="c1").json()["algorithm"] == "sm2"
+    pdf = w.call("GET", f"{base}/report.pdf", user="c1").content
+    text = "".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages)
+    assert "sm2 signature" in text and s["sha256"] in text.replace("\n", "").replace(" ", "")
+
+
 def test_claims_are_leases_one_case_at_a_time(review_world: ReviewWorld) -> None:
     w = review_world
     first, second = w.upload(normal_ecg()), w.upload(pause_ecg())

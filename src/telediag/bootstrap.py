@@ -158,7 +158,7 @@ class System:
     @cached_property
     def vault(self) -> KeyVault:
         """The readers' signing keys, sealed under the server's secret (see ``Settings.secret_key``)."""
-        return KeyVault(self.settings.secret())
+        return KeyVault(self.settings.secret(), self.settings.signature_algorithm)
 
     @cached_property
     def review(self) -> ReviewService:

@@ -95,6 +95,9 @@ class Settings:
     #: Encrypts the readers' signing keys; embedded: generated once into ``data_dir/secret.key``.
     #: Every process of a distributed deployment must be given the same one.
     secret_key: str | None = None
+    #: New readers' signing keys: ``ed25519``, or ``sm2`` (GB/T 32918, with SM3) where national
+    #: cryptography is required. Each key keeps its own, so switching leaves old reports verifiable.
+    signature_algorithm: str = "ed25519"
     #: The session cookie is sent only over HTTPS (browsers treat http://localhost as secure too).
     #: Set false only for a plain-HTTP deployment behind a network you trust.
     secure_cookies: bool = True

@@ -33,7 +33,7 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     user_id = add_user(system.db, system.vault, args.username, _password(args), args.role, args.site, qualified,
                        args.display_name)
     print(f"user {args.username!r} ({args.role} at {args.site!r}) added with id {user_id}"
-          + (f", qualified {','.join(qualified)}, with an Ed25519 signing key" if qualified else ""))
+          + (f", qualified {','.join(qualified)}, with an {system.vault.algorithm.upper()} signing key" if qualified else ""))
     return 0
 
 

@@ -11,7 +11,7 @@ from .model import (CaseKind, CaseStatus, DeviceIdentity, DeviceInfo, IngestOutc
                     QuarantineEntry, SiteInfo, SiteLevel)
 from .model import (RULE_SETS, AlarmEventInfo, AlarmInfo, AlarmNotFound, AlarmState, DeliveryTask, Notification,
                     Priority, PushChannel)
-from .review import (AUDIT_GENESIS, QUALIFICATIONS, AuditBreak, CaseNotVisible, CaseRef, ReportVersion, InvalidReport, Refusal, ClaimConflict, Deadlines,
+from .review import (AUDIT_GENESIS, QUALIFICATIONS, AuditBreak, CaseNotVisible, CaseRef, ReportVersion, SigningKey, InvalidReport, Refusal, ClaimConflict, Deadlines,
                      LoginRefused, LoginResult, NotPermitted, Principal, ReportImmutable, ReportState, ReviewState,
                      Role, UserInfo, audit_hash, canonical_json, report_content, report_digest, utc_seconds)
 
@@ -22,4 +22,4 @@ __all__ = ["SiteLevel", "CaseKind", "CaseStatus", "JobKind", "JobState", "Device
            "Role", "QUALIFICATIONS", "ReviewState", "ReportState", "Principal", "UserInfo", "LoginResult",
            "NotPermitted", "CaseNotVisible", "ClaimConflict", "ReportImmutable", "LoginRefused", "Deadlines",
            "AuditBreak", "AUDIT_GENESIS", "audit_hash", "canonical_json", "report_content", "report_digest",
-           "utc_seconds", "CaseRef", "ReportVersion", "InvalidReport", "Refusal"]
+           "utc_seconds", "CaseRef", "ReportVersion", "SigningKey", "InvalidReport", "Refusal"]

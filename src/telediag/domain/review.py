@@ -171,6 +171,16 @@ def audit_hash(prev_hash: str, entry: dict[str, Any]) -> str:
 
 
 @dataclass(frozen=True)
+class SigningKey:
+    """A reader's key pair: the public half as base64 of its raw bytes, the private half sealed
+    under the server's secret (see ``network.KeyVault``)."""
+
+    algorithm: str
+    public_key: str
+    sealed: str
+
+
+@dataclass(frozen=True)
 class AuditBreak:
     """The first entry whose stored hash does not follow from its content and predecessor."""
 
@@ -231,10 +241,12 @@ class ReportVersion:
     pdf_key: str | None
     #: An imaging report's free-text findings (empty for an ECG report).
     findings: str = ""
+    #: The signer's key algorithm (``ed25519`` or ``sm2``); None for a draft.
+    algorithm: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {"version": self.version, "state": self.state.value, "statements": list(self.statements),
                 "findings": self.findings, "conclusion": self.conclusion, "measurements": self.measurements,
                 "author": self.author, "replaces": self.replaces, "reason": self.reason, "signed_by": self.signed_by,
                 "signed_at": utc_seconds(self.signed_at) if self.signed_at else None, "sha256": self.sha256,
-                "signature": self.signature}
+                "signature": self.signature, "algorithm": self.algorithm}

@@ -69,10 +69,9 @@ def add_user(db: Database, vault: KeyVault, username: str, password: str, role: 
         _check_role_site(role, info.level, tuple(qualified))
         if uow.users.exists(username):
             raise NetworkError(f"user {username!r} already exists")
-        public, sealed = vault.new_key() if role is Role.READER else (None, None)
         try:
             user_id = uow.users.add(username, display_name or username, _hasher.hash(password), role, info.id,
-                                    tuple(qualified), public, sealed)
+                                    tuple(qualified), vault.new_key() if role is Role.READER else None)
             uow.commit()
         except RowConflict as exc:
             raise NetworkError(f"user {username!r} already exists") from exc
@@ -143,6 +142,7 @@ def set_user_active(db: Database, username: str, active: bool) -> None:
         uow.commit()
 
 
-def public_key(db: Database, username: str) -> str | None:
+def public_key(db: Database, username: str) -> tuple[str, str] | None:
+    """(algorithm, base64 public key) of a reader's signing key, or None."""
     with db.uow() as uow:
         return uow.users.public_key(username)

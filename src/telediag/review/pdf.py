@@ -4,7 +4,7 @@ thumbnail), statements, findings, conclusion (impression), signature.
 Why a PDF at all: township clinics print the report for the patient and file it,
 and a county reader's signature must survive printing and forwarding. So the page
 shows what was signed (statements, conclusion, measurements, version) together
-with the digest and the Ed25519 signature, and the ECG as a cardiologist expects
+with the digest and the reader's signature (Ed25519 or SM2), and the ECG as a cardiologist expects
 it on paper: 25 mm/s, 10 mm/mV on a 1 mm / 5 mm grid with a 1 mV calibration pulse,
 the 12 leads in the 3 x 4 layout of 2.5 s per column plus a 10-s lead II rhythm
 strip; other lead sets as stacked strips of up to 10 s. An imaging report shows the study's

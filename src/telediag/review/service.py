@@ -553,18 +553,19 @@ class ReviewService:
                                  findings=draft.findings, conclusion=draft.conclusion,
                                  measurements=draft.measurements, signed_by=p.username, signed_at=at)
         digest = report_digest(content)
-        public, sealed = uow.users.keys(p.user_id)
-        if sealed is None:
+        key = uow.users.key(p.user_id)
+        if key is None:
             raise NotPermitted("this reader has no signing key")
-        signature = self.vault.sign(sealed, digest)
-        if not uow.reports.sign(draft.id, p.user_id, at, digest.hex(), signature, canonical_json(content).decode()):
+        signature = self.vault.sign(key.algorithm, key.sealed, digest)
+        if not uow.reports.sign(draft.id, p.user_id, at, digest.hex(), key.algorithm, signature,
+                                canonical_json(content).decode()):
             raise ReportImmutable(f"version {draft.version} was signed meanwhile")
         uow.queue.mark_reported(ref.id)
         events, deliveries = uow.alarms.record_report(ref.id, {
             "version": draft.version, "replaces": draft.replaces, "sha256": digest.hex(), "signed_by": p.username,
             "signed_at": content["signed_at"], "pdf": f"/api/v1/cases/{ref.id}/report.pdf"}, self.channels)
         return ({"version": draft.version, "sha256": digest.hex(), "signature": signature, "signed_by": p.username,
-                 "signed_at": content["signed_at"], "algorithm": "ed25519", "public_key": public},
+                 "signed_at": content["signed_at"], "algorithm": key.algorithm, "public_key": key.public_key},
                 AlarmEventsRecorded(tuple(events), tuple(deliveries)))
 
     def _announce(self, recorded: AlarmEventsRecorded) -> None:

@@ -16,7 +16,7 @@ from sqlalchemy import case as when, exists, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from telediag.domain import (CaseKind, CaseRef, CaseStatus, Deadlines, DeviceIdentity, MediaType, Principal,
-                             ReportImmutable, ReportState, ReportVersion, ReviewState, Role, UserInfo, audit_hash)
+                             ReportImmutable, ReportState, ReportVersion, ReviewState, Role, SigningKey, UserInfo, audit_hash)
 from telediag.store.repositories import ObjectRef, _ref, _siblings
 from telediag.store.tables import (Alarm, AnalysisResult, AuditEntry, AuditHead, Case, CaseRoute, Device, Patient,
                                    Report, Site, StoredObject, User, UserSession, as_utc, utcnow)
@@ -46,10 +46,11 @@ class UserRepository:
         self._s = session
 
     def add(self, username: str, display_name: str, password_hash: str, role: Role, site_id: int,
-            qualified: tuple[str, ...], public_key: str | None, private_key_enc: str | None) -> int:
+            qualified: tuple[str, ...], key: SigningKey | None) -> int:
         user = User(username=username, display_name=display_name, password_hash=password_hash, role=role.value,
                     site_id=site_id, qualified=",".join(qualified), active=True, failed_logins=0,
-                    public_key=public_key, private_key_enc=private_key_enc)
+                    public_key=key.public_key if key else None, private_key_enc=key.sealed if key else None,
+                    key_algorithm=key.algorithm if key else None)
         self._s.add(user)
         self._s.flush()
         return user.id
@@ -102,13 +103,16 @@ class UserRepository:
         return [UserInfo(u.id, u.username, u.display_name, Role(u.role), u.site_id, site_name, _qualified(u.qualified),
                          u.active, as_utc(u.created_at)) for u, site_name in self._s.execute(q)]
 
-    def keys(self, user_id: int) -> tuple[str | None, str | None]:
-        """(public key, encrypted private key) of a reader."""
-        row = self._s.execute(select(User.public_key, User.private_key_enc).where(User.id == user_id)).one()
-        return row[0], row[1]
+    def key(self, user_id: int) -> SigningKey | None:
+        """A reader's signing key (the private half sealed), or None."""
+        row = self._s.execute(select(User.key_algorithm, User.public_key, User.private_key_enc)
+                              .where(User.id == user_id)).one()
+        return SigningKey(*row) if row[2] else None
 
-    def public_key(self, username: str) -> str | None:
-        return self._s.scalar(select(User.public_key).where(User.username == username))
+    def public_key(self, username: str) -> tuple[str, str] | None:
+        """(algorithm, base64 public key), or None for someone without a signing key."""
+        row = self._s.execute(select(User.key_algorithm, User.public_key).where(User.username == username)).first()
+        return (row[0], row[1]) if row and row[1] else None
 
     # -- sessions ------------------------------------------------------------------------------
     def open_session(self, token_sha256: str, user_id: int, csrf_token: str, address: str | None,
@@ -283,7 +287,7 @@ class QueueRepository:
             "patient_birth_date": patient.birth_date if patient else None, "statements": list(r.statements),
             "conclusion": r.conclusion, "measurements": dict(r.measurements or {}), "version": r.version,
             "replaces": r.replaces, "signed_by": signer.display_name, "signed_at": as_utc(r.signed_at),
-            "sha256": r.sha256, "signature": r.signature, "algorithm": "ed25519"}
+            "sha256": r.sha256, "signature": r.signature, "algorithm": r.signature_algorithm}
         return {"report_id": r.id, "document": document}, (None if obj is None else (_ref(obj), _siblings(self._s, obj)))
 
     def previous(self, case_id: int, patient_id: int) -> list[dict[str, Any]]:
@@ -370,7 +374,7 @@ class ReportRepository:
         return ReportVersion(r.id, r.case_id, r.version, ReportState(r.state), tuple(r.statements), r.conclusion,
                              dict(r.measurements or {}), names.get(r.author_id, ""), r.replaces, r.reason,
                              names.get(r.signed_by) if r.signed_by else None, display, as_utc(r.signed_at), r.sha256,
-                             r.signature, r.signed_content, r.pdf_key, r.findings or "")
+                             r.signature, r.signed_content, r.pdf_key, r.findings or "", r.signature_algorithm)
 
     def latest(self, case_id: int, signed_only: bool = False) -> ReportVersion | None:
         q = select(Report).where(Report.case_id == case_id)
@@ -412,12 +416,13 @@ class ReportRepository:
         self._s.flush()
         return self._version(r)
 
-    def sign(self, report_id: int, signer_id: int, signed_at: datetime, sha256: str, signature: str,
+    def sign(self, report_id: int, signer_id: int, signed_at: datetime, sha256: str, algorithm: str, signature: str,
              signed_content: str) -> bool:
         """Seal a draft; False when it was signed meanwhile (one UPDATE decides)."""
         return self._s.execute(update(Report).where(Report.id == report_id, Report.state == ReportState.DRAFT.value)
                                .values(state=ReportState.SIGNED.value, signed_by=signer_id, signed_at=signed_at,
-                                       sha256=sha256, signature=signature, signed_content=signed_content,
+                                       sha256=sha256, signature_algorithm=algorithm, signature=signature,
+                                       signed_content=signed_content,
                                        updated_at=utcnow())).rowcount == 1
 
     def set_pdf(self, report_id: int, key: str) -> None:

@@ -311,8 +311,9 @@ class DeliveryAttempt(Base):
 
 
 class User(Base):
-    """A person: clinic staff, a reader, an administrator. Readers hold an Ed25519 signing key
-    whose private half is kept encrypted under the server's secret."""
+    """A person: clinic staff, a reader, an administrator. Readers hold a signing key (Ed25519,
+    or SM2 where national cryptography is required) whose private half is kept encrypted
+    under the server's secret."""
 
     __tablename__ = "users"
 
@@ -327,6 +328,7 @@ class User(Base):
     active: Mapped[bool] = mapped_column(default=True)
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    key_algorithm: Mapped[str | None] = mapped_column(String(20))
     public_key: Mapped[str | None] = mapped_column(String(100))
     private_key_enc: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -377,6 +379,8 @@ class Report(Base):
     signed_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     signed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     sha256: Mapped[str | None] = mapped_column(String(64))
+    #: The signer's key algorithm at signing (``ed25519``, ``sm2``).
+    signature_algorithm: Mapped[str | None] = mapped_column(String(20))
     signature: Mapped[str | None] = mapped_column(String(200))
     #: The signed content exactly as signed (canonical JSON), so it can be verified later.
     signed_content: Mapped[str | None] = mapped_column(Text)

@@ -14,8 +14,7 @@ from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, Field
 
 from telediag.domain import LoginRefused, LoginResult
-from telediag.network import login, logout, public_key
-from telediag.network.keys import ALGORITHM
+from telediag.network import login, logout, public_key, public_key_pem
 from telediag.web.deps import (SESSION_COOKIE, bearer_token, AddressDep, SystemDep, UserDep, session_principal,
                                set_session_cookie)
 
@@ -71,7 +70,8 @@ def user_public_key(username: str, system: SystemDep) -> dict[str, str]:
     key = public_key(system.db, username)
     if key is None:
         raise HTTPException(404, f"no signing key for {username!r}")
-    return {"username": username, "algorithm": ALGORITHM, "public_key": key}
+    algorithm, public = key
+    return {"username": username, "algorithm": algorithm, "public_key": public, "pem": public_key_pem(public, algorithm)}
 
 
 @router.post("/login", include_in_schema=False)

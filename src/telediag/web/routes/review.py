@@ -134,7 +134,7 @@ def save_draft(case_id: int, body: ReportBody, system: SystemDep, user: UserDep,
 
 @router.post("/cases/{case_id}/report/sign")
 async def sign(case_id: int, system: SystemDep, user: UserDep, address: AddressDep) -> dict[str, Any]:
-    """Sign the draft with the reader's Ed25519 key; the report becomes immutable and its PDF is made."""
+    """Sign the draft with the reader's own key (Ed25519 or SM2); the report becomes immutable and its PDF is made."""
     return await run_in_threadpool(system.review.sign, user, case_id, address)
 
 
