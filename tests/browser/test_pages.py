@@ -15,6 +15,7 @@ import pytest
 
 from conftest import SAMPLE_DATA, wait_for
 from telediag.network import add_user
+from telediag.web.routes.pages import STATIC_URL
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -359,8 +360,12 @@ def test_pages_need_a_session_and_the_right_role(browser, site) -> None:
     r = httpx.get(f"{site}/reader/cases/1", follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/login?next=%2Freader%2Fcases%2F1"
     assert "default-src 'self'" in httpx.get(f"{site}/login").headers["content-security-policy"]
-    script = httpx.get(f"{site}/static/ecg.js")
-    assert "javascript" in script.headers["content-type"] and script.headers["cache-control"] == "no-cache"
+    # Assets live under their content's digest, cached for good: a new release is a new URL.
+    assert httpx.get(f"{site}/static/ecg.js").status_code == 404
+    script = httpx.get(f"{site}{STATIC_URL}/ecg.js")
+    assert "javascript" in script.headers["content-type"]
+    assert script.headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert re.fullmatch(r"/static/[0-9a-f]{12}", STATIC_URL)
 
     clinic = Session(browser, site)
     clinic.login("clinic-a1")

@@ -68,10 +68,17 @@ export function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+// One formatter per language: toLocaleString builds a new one on every call (a queue of 200
+// cases spent more time there than in drawing the ECG).
+const timeFormats = {};
+
 export function fmtTime(iso) {
   if (!iso) return "";
-  const d = new Date(iso);
-  return d.toLocaleString(lang() === "zh" ? "zh-CN" : "en-GB", { hour12: false });
+  const language = lang();
+  timeFormats[language] ??= new Intl.DateTimeFormat(language === "zh" ? "zh-CN" : "en-GB", {
+    year: "numeric", month: "numeric", day: "numeric", hour: "numeric", minute: "numeric", second: "numeric",
+    hour12: false });
+  return timeFormats[language].format(new Date(iso));
 }
 
 /** Time left until `iso` as "mm:ss" (or "h:mm:ss"), negative once it has passed. */
@@ -105,9 +112,10 @@ export function toast(message, kind = "info") {
   setTimeout(() => item.remove(), kind === "error" ? 10000 : 5000);
 }
 
-/** Run `fn` now and every `ms`; a slow answer never overlaps the next call. Returns a
- * function that runs it at once (after an action, or when the alarm stream says so). */
-export function poll(fn, ms) {
+/** Run `fn` once `after` settles (at once by default) and every `ms` from then; a slow answer
+ * never overlaps the next call. Returns a function that runs it at once (after an action, or
+ * when the alarm stream says so). */
+export function poll(fn, ms, after = Promise.resolve()) {
   let running = false;
   const run = async () => {
     if (running) return;
@@ -120,8 +128,10 @@ export function poll(fn, ms) {
       running = false;
     }
   };
-  run();
-  setInterval(run, ms);
+  after.finally(() => {
+    run();
+    setInterval(run, ms);
+  });
   return run;
 }
 

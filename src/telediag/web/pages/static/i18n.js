@@ -239,8 +239,11 @@ const TEXT = {
   "act.acknowledge": ["确认报警", "acknowledge"],
 };
 
+// Read once: t() runs for every label of every list, and localStorage is a synchronous lookup.
+let current = localStorage.getItem(STORE_KEY) === "en" ? "en" : "zh";
+
 export function lang() {
-  return localStorage.getItem(STORE_KEY) === "en" ? "en" : "zh";
+  return current;
 }
 
 /** The text of `key` with `{name}` placeholders filled from `vars`; `fallback` (or the key)
@@ -265,6 +268,7 @@ export function applyI18n(root = document) {
 }
 
 function setLang(value) {
+  current = value;
   localStorage.setItem(STORE_KEY, value);
   applyI18n();
   document.dispatchEvent(new CustomEvent("langchange"));

@@ -354,22 +354,29 @@ async function openCase(caseId, { push = true } = {}) {
   caseId = Number(caseId);
   try {
     const view = await api(`/api/v1/cases/${caseId}`);
-    const claimResult = view.review?.review_state === "open" ? await claim(caseId) : { claimed: false };
-    const report = await api(`/api/v1/cases/${caseId}/report`);
-    state.caseId = caseId;
-    state.view = view;
-    state.claimed = claimResult.claimed;
-    state.blocked = claimResult.message ?? null;
+    // The trace is what the reader waits for: the viewer fetches it while the claim and the
+    // report are asked for (in that order: the report a reader gets depends on the claim).
+    const claimAndReport = (async () => {
+      const claimed = view.review?.review_state === "open" ? await claim(caseId) : { claimed: false };
+      return [claimed, await api(`/api/v1/cases/${caseId}/report`)];
+    })();
+    clearInterval(state.renewTimer);
+    Object.assign(state, { caseId, view, claimed: false, blocked: null });
     if (push && location.pathname !== `/reader/cases/${caseId}`) history.pushState({ caseId }, "", `/reader/cases/${caseId}`);
     $("no-case").hidden = true;
     $("case-pane").hidden = false;
-    $("report-pane").hidden = false;
-    banner(claimResult.message);
+    banner(null);
     renderCaseHead();
     analysisSummary();
     renderPrevious();
     closeCompare();
     state.viewer = openViewer($("viewer-slot"), caseId, view);
+    const [claimResult, report] = await claimAndReport;
+    if (state.caseId !== caseId) return; // another case was opened meanwhile
+    state.claimed = claimResult.claimed;
+    state.blocked = claimResult.message ?? null;
+    $("report-pane").hidden = false;
+    banner(claimResult.message);
     fillForm(report);
     keepClaim();
     renderQueue();
@@ -448,7 +455,11 @@ document.addEventListener("langchange", () => {
   state.compare?.draw?.();
 });
 
-const loadQueueNow = poll(loadQueue, QUEUE_POLL_MS);
+const initial = Number($("workstation").dataset.caseId);
+// Opened on a case (a link, a reload): the case and its trace go first; the lists beside it
+// follow, so their requests do not share the server with the trace's.
+const opened = initial ? openCase(initial, { push: false }) : Promise.resolve();
+const loadQueueNow = poll(loadQueue, QUEUE_POLL_MS, opened);
 setInterval(tickCountdowns, 1000);
 alarmStream((kind, data) => {
   if (kind === "alarm" && data.severity === "critical") {
@@ -456,7 +467,4 @@ alarmStream((kind, data) => {
   }
   loadQueueNow();
 });
-picker.load().catch((err) => toast(errorText(err), "error"));
-
-const initial = Number($("workstation").dataset.caseId);
-if (initial) openCase(initial, { push: false });
+opened.finally(() => picker.load().catch((err) => toast(errorText(err), "error")));
