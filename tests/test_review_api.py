@@ -328,3 +328,30 @@ def test_a_long_wfdb_record_is_read_window_by_window(review_world: ReviewWorld,
     reads.clear()
     assert w.call("GET", f"{base}/overview?points=1000&lead=V5", user="ra").json() == got
     assert not [r for r in reads if r[1] == "holter.dat"]  # kept
+
+
+def test_a_gap_in_the_signal_reaches_the_viewer_as_null(review_world: ReviewWorld, tmp_path) -> None:
+    """WFDB's invalid sample (a lead off for a second) is a gap the viewer leaves undrawn: the
+    window carries it as JSON null (NaN is not JSON)."""
+    import numpy as np
+    import wfdb
+
+    w = review_world
+    fs = 250
+    t = np.arange(10 * fs) / fs
+    signal = sum(1.2 * np.exp(-0.5 * ((t - b) / 0.012) ** 2) for b in np.arange(0.5, 10, 0.8))
+    signal[4 * fs:5 * fs] = np.nan
+    wfdb.wrsamp("gap", fs=fs, units=["mV"], sig_name=["II"], p_signal=signal[:, None], fmt=["16"],
+                write_dir=str(tmp_path))
+    files = [("files", (name, (tmp_path / name).read_bytes())) for name in ("gap.hea", "gap.dat")]
+    r = w.call("POST", "/api/v1/ecg/wfdb", key=w.keys["cart-a1"], files=files)
+    assert r.status_code == 201, r.text
+    view = w.analysed(r.json()["case_id"])
+    header = next(o for o in view["objects"] if o["media_type"] == "application/x-wfdb-header")
+    got = w.call("GET", f"/api/v1/cases/{view['case_id']}/objects/{header['object_id']}/waveform?start=0&seconds=10",
+                 user="ra")
+    assert got.status_code == 200, got.text
+    values = got.json()["signals"]["II"]
+    assert values[4 * fs:5 * fs] == [None] * fs
+    drawn = values[:4 * fs] + values[5 * fs:]
+    assert None not in drawn and max(drawn) > 1.0
