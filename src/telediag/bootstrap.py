@@ -223,14 +223,19 @@ class System:
     def start_embedded(self, stack: ExitStack, processes: int | None = None, host: str | None = None) -> StorageSCP:
         """Start what ``telediag up`` runs besides HTTP - analysis processes, the push worker, the
         job, push and review sweepers, the DICOM SCP - each stopped by ``stack`` in reverse order.
-        This process owns every job, so the sweeper republishes the unfinished ones at once."""
+        This process owns every job, so the sweeper republishes the unfinished ones at once. The
+        SCP listens last, once the analysis processes are ready."""
         self.db  # migrate before anything listens
         parts = [self.embedded_worker(processes), self.push_worker(), self.sweeper(owns_all_jobs=True),
-                 self.push_sweeper(), self.review_sweeper(), self.storage_scp(host)]
+                 self.push_sweeper(), self.review_sweeper()]
         for part in parts:
             part.start()
             stack.callback(part.stop)
-        return parts[-1]
+        self._processes.wait_ready()
+        scp = self.storage_scp(host)
+        scp.start()
+        stack.callback(scp.stop)
+        return scp
 
     def close(self) -> None:
         if "alarm_feed" in self.__dict__:

@@ -22,12 +22,9 @@ def _wait_for_signal() -> None:
     stop.wait()
 
 
-def _serve_http(system, settings: Settings) -> None:
+def _serve_http(app, settings: Settings) -> None:
     import uvicorn
 
-    from telediag.web import create_app
-
-    app = create_app(system)
     # Everything built so far lives as long as the process: moving it out of the collector's
     # generations keeps full collections (pauses of 200 ms in a queue request) short.
     gc.collect()
@@ -39,15 +36,20 @@ def cmd_up(args: argparse.Namespace) -> int:
     """Everything on one machine: HTTP API, DICOM SCP, analysis processes, sweeper."""
     from telediag.bootstrap import System
 
+    from telediag.web import create_app
+
     settings = settings_from(args)
     system = System(settings)
     with ExitStack() as stack:
         stack.callback(system.close)
+        # The web stage is built (about a second of imports, holding the interpreter lock) before
+        # the SCP listens, so a cart that connects at once is not received at half speed.
+        app = create_app(system)
         scp = system.start_embedded(stack, args.workers)
         print(f"telediag {settings.data_dir}: DICOM SCP {settings.ae_title}@{settings.dicom_host}:{scp.port}, "
               f"HTTP http://{settings.http_host}:{settings.http_port} (readers' and clinics' pages; API docs at "
               "/docs); Ctrl-C stops", flush=True)
-        _serve_http(system, settings)
+        _serve_http(app, settings)
     return 0
 
 
@@ -60,7 +62,9 @@ def cmd_api(args: argparse.Namespace) -> int:
     system.push_sweeper().start()  # orphaned pushes and escalations; any number of API processes may
     system.review_sweeper().start()  # cases past their deadline move up; likewise
     system.push_worker().start()
-    _serve_http(system, settings)
+    from telediag.web import create_app
+
+    _serve_http(create_app(system), settings)
     return 0
 
 

@@ -18,7 +18,7 @@ import os
 import signal
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
@@ -127,6 +127,7 @@ def _child_start(settings, niceness: int) -> None:
 
     system = System(settings, durable_commits=False)
     _child_runner = system.run_job_relaying
+    import telediag.ecg.analysis  # noqa: F401 - numpy, scipy and the DSP now, at this priority, not in a job
 
 
 def _child_run(job_id: int, final_attempt: bool) -> list:
@@ -177,9 +178,16 @@ class AnalysisProcesses:
         context = multiprocessing.get_context("spawn")  # never fork a process with live threads
         self._pool = ProcessPoolExecutor(max_workers=processes, mp_context=context, initializer=_child_start,
                                          initargs=(settings, niceness))
-        self._pool.submit(int)  # start the processes now, not when the first burst arrives
+        # Start the processes now, not when the first burst arrives (see ``wait_ready``).
+        self._started = [self._pool.submit(int) for _ in range(processes)]
         self.processes = processes
         self.gate = gate
+
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        """Wait until the warm-up tasks ran, each in a process that had imported the analysis
+        (a few seconds of CPU): the embedded mode opens its SCP after this, so a cart's first
+        objects do not share the machine with those imports. Gives up after ``timeout_s``."""
+        wait(self._started, timeout=timeout_s)
 
     def run(self, job_id: int, final_attempt: bool) -> list:
         self.gate.wait()
