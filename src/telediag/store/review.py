@@ -140,6 +140,9 @@ class UserRepository:
 
 # -- the queue ---------------------------------------------------------------------------------
 _RANK = when((Case.priority == "critical", 0), (Case.priority == "urgent", 1), else_=2)
+#: The list's second look at sites and users (the center a case is routed to, the claim's
+#: holder), made once: a new alias per request is a new statement for SQLAlchemy to compile.
+_ROUTE_SITE, _HOLDER = aliased(Site), aliased(User)
 
 
 @dataclass(frozen=True)
@@ -187,7 +190,7 @@ class QueueRepository:
         """Cases in reading order (severity, deadline, arrival) when ``open_only``, else newest
         first, and how many match in all; with ``settled_before``, only imaging studies none of
         whose objects arrived after it (a study still arriving is not ready to read)."""
-        route_site, holder = aliased(Site), aliased(User)
+        route_site, holder = _ROUTE_SITE, _HOLDER
         where = [scope.clause()]
         if settled_before is not None:
             arriving = exists().where(StoredObject.case_id == Case.id, StoredObject.received_at > settled_before)
