@@ -9,7 +9,7 @@ import pytest
 
 from telediag.ecg import Recording
 from telediag.ecg.analysis import analyze
-from telediag.ecg.rhythm import detect_rhythm
+from telediag.ecg.rhythm import ATRIAL_DTYPE, detect_rhythm
 from telediag.ecg.rules import ALARM_TYPES, BUILTIN, RulesError, evaluate, load_rules
 
 FS = 250.0
@@ -188,6 +188,59 @@ def test_af_preexcited_and_rapid() -> None:
     rr = np.clip(rr, 0.26, None)
     alarms = evaluate(load_rules("resting"), rhythm(list(0.5 + np.cumsum(rr))))
     assert "af_preexcited" not in types(alarms)
+
+
+def _with_atrial(times: list[float] | np.ndarray, **fields: np.ndarray | float) -> object:
+    """A rhythm analysis from beat times with per-beat atrial findings (the rest unknown)."""
+    t = np.asarray(times, dtype=np.float64)
+    atrial = np.zeros(t.size, ATRIAL_DTYPE)
+    for k in ATRIAL_DTYPE.names:
+        atrial[k] = fields.get(k, np.nan)
+    n = int(round((float(t[-1]) + 0.5) * FS))
+    nb = -(-n // int(2 * FS))
+    return detect_rhythm(np.round(t * FS).astype(np.int64), ["N"] * t.size, FS, n, np.zeros(nb, bool), 2.0,
+                         np.zeros(nb, bool), atrial=atrial)
+
+
+@pytest.mark.parametrize("rate,expected", [(58.0, True), (66.0, False)])
+def test_av_block_3_from_dissociated_p_waves(rate: float, expected: bool) -> None:
+    # regular P waves at 80 /min marching through a regular ventricular rhythm; an escape rhythm
+    # is slow (<= 60 /min): at 66 /min the same findings are not called complete block
+    beats = steady(rate, 0.5, 30.0)
+    pr = np.random.default_rng(1).uniform(0.05, 0.6, len(beats))
+    rh = _with_atrial(beats, free_p=1.0, free_pr_s=pr, free_pp_s=0.75, foreign=0.0, consistency=0.05)
+    alarms = evaluate(load_rules("resting"), rh)
+    assert ("av_block_3" in types(alarms)) == expected
+    if expected:
+        assert {a.evidence["degree"] for a in alarms if a.type == "av_block_3"} == {3}
+    # the same P waves at a fixed PR are conducted: no block
+    fixed = _with_atrial(beats, free_p=1.0, free_pr_s=0.18, free_pp_s=0.75, foreign=0.0, consistency=0.05)
+    assert "av_block_3" not in types(evaluate(load_rules("resting"), fixed))
+
+
+def test_second_degree_block_is_not_a_critical_alarm() -> None:
+    # Mobitz II: every 4th P wave (80 /min) not conducted, constant PR; an episode of degree 2,
+    # which the resting rules do not list as a critical value
+    beats, t = [], 0.5
+    for i in range(40):
+        beats.append(t)
+        t += 1.5 if i % 3 == 2 else 0.75
+    t_arr = np.asarray(beats)
+    drop = np.r_[False, np.diff(t_arr) > 1.0]
+    rh = _with_atrial(beats, pr_s=0.18, blocked_p=np.where(drop, 1.0, 0.0), late_p_s=np.where(drop, 0.57, np.nan),
+                      foreign=0.0)
+    episodes = [e for e in rh.episodes if e.label == "av_block"]
+    assert episodes and {e.evidence["degree"] for e in episodes} == {2}
+    assert "av_block_3" not in types(evaluate(load_rules("resting"), rh))
+
+
+def test_rapid_flutter_alarms_like_af() -> None:
+    rng = np.random.default_rng(8)
+    beats = list(0.5 + np.cumsum(rng.uniform(0.24, 0.32, 150)))     # irregular, ~215 /min
+    rh = _with_atrial(beats, flutter_bpm=300.0, consistency=0.6)
+    assert {e.label for e in rh.episodes} == {"afl"}
+    alarms = [a for a in evaluate(load_rules("resting"), rh) if a.type == "af_rapid"]
+    assert alarms and alarms[0].evidence["rhythm"] == "afl"
 
 
 # --------------------------------------------------------------------------- holter boundaries

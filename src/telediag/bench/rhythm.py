@@ -4,9 +4,13 @@ Scored, from the reference ``.atr`` (rhythm changes ``+`` with aux notes, VF
 brackets ``[`` ``]``, beat labels):
 
 * AF duration Se / +P: overlap of our ``af`` time with reference ``(AFIB``
-  time. Our method does not separate atrial flutter from AF, so our ``af``
-  time inside reference ``(AFL`` is neither credited nor counted false (the
+  time. Our ``af`` time inside reference ``(AFL`` is neither credited nor
+  counted false (flutter not locked to the QRS, like 203's, stays ``af``; the
   strict variant, counting it false, is printed too).
+* AFL duration Se / +P: overlap of our ``afl`` time with reference ``(AFL``
+  time (n/a where either is empty).
+* AV block: our ``av_block`` episodes (by degree) outside reference AV-block
+  rhythms (``(BII``, ``(BIII``; none in DS1), as false episodes per 24 h.
 * VT episode Se: a reference ``(VT`` episode is found when one of our ``vt``
   or ``vf`` episodes overlaps it (1 s tolerance); VF episode Se likewise for
   ``(VFL`` / ``[ ]`` episodes and our ``vf``. MIT-BIH marks runs of 3 PVCs as
@@ -60,6 +64,11 @@ class RecordScore:
     af_det: float
     af_hit: float
     af_in_afl: float
+    afl_ref: float
+    afl_det: float
+    afl_hit: float
+    av_false: int
+    av_false_3: int
     vt_ref: int
     vt_found: int
     vt_fast_ref: int
@@ -141,6 +150,10 @@ def _score(directory: Path, name: str, rules_name: str) -> RecordScore:
     af_ref, afl_ref = ref.get("(AFIB", []), ref.get("(AFL", [])
     af_det = det.get("af", [])
     in_afl = _overlap(af_det, afl_ref)
+    afl_det = det.get("afl", [])
+    av_ref = ref.get("(BII", []) + ref.get("(BIII", [])
+    av_false = [e for e in result["rhythm"] if e["label"] == "av_block"
+                and not any(c < e["end_s"] and d > e["start_s"] for c, d in av_ref)]
     vt_det = det.get("vt", []) + det.get("vf", [])
     vt_ref = ref.get("(VT", [])
     fast = [iv for iv in vt_ref if _ref_rate(np.asarray(ann.sample), list(ann.symbol), rec.fs, iv) > 100.0]
@@ -152,8 +165,10 @@ def _score(directory: Path, name: str, rules_name: str) -> RecordScore:
     event_s = sum(b - a for a, b in _union([(max(a - ALARM_MARGIN_S, 0), min(b + ALARM_MARGIN_S, dur))
                                             for a, b in ref_alarms]))
     return RecordScore(name, dur / 3600, cpu, sum(b - a for a, b in af_ref), sum(b - a for a, b in af_det),
-                       _overlap(af_det, af_ref), in_afl, len(vt_ref), _found(vt_ref, vt_det), len(fast),
-                       _found(fast, vt_det),
+                       _overlap(af_det, af_ref), in_afl, sum(b - a for a, b in afl_ref),
+                       sum(b - a for a, b in afl_det), _overlap(afl_det, afl_ref), len(av_false),
+                       sum(1 for e in av_false if e["evidence"].get("degree") == 3), len(vt_ref),
+                       _found(vt_ref, vt_det), len(fast), _found(fast, vt_det),
                        len(ref["VF"]), _found(ref["VF"], det.get("vf", [])), len(critical), len(false),
                        (dur - event_s) / 3600)
 
@@ -276,10 +291,11 @@ def main(argv: list[str] | None = None) -> int:
           "same DS1 records: AF on 201/203 vs the other 20, VF on 207) - this is a development-set result")
     print(f"\n== per record (rules {args.rules[0]!r}) ==")
     print(f"{'record':>6} {'AF ref s':>8} {'AF det s':>8} {'AF hit s':>8} {'in AFL s':>8} {'VT':>6} {'VF':>6} "
-          f"{'crit':>5} {'false':>5} {'xRT':>7}")
+          f"{'AFL ref':>7} {'AFL det':>7} {'AVB':>4} {'crit':>5} {'false':>5} {'xRT':>7}")
     for s in first:
         print(f"{s.name:>6} {s.af_ref:8.0f} {s.af_det:8.0f} {s.af_hit:8.0f} {s.af_in_afl:8.0f} "
-              f"{s.vt_found:>3}/{s.vt_ref:<2} {s.vf_found:>3}/{s.vf_ref:<2} {s.critical:5d} {s.false_critical:5d} "
+              f"{s.vt_found:>3}/{s.vt_ref:<2} {s.vf_found:>3}/{s.vf_ref:<2} {s.afl_ref:7.0f} {s.afl_det:7.0f} "
+              f"{s.av_false:4d} {s.critical:5d} {s.false_critical:5d} "
               f"{s.hours * 3600 / max(s.cpu_s, 1e-9):7.0f}")
     af_ref = sum(s.af_ref for s in first)
     af_det = sum(s.af_det for s in first)
@@ -293,6 +309,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'AF duration +P % (AF time inside AFL not counted)':<58} {_pct(af_hit, af_det - in_afl):>8} {'>= 95':>8}")
     print(f"{'AF duration +P % (strict: AF inside AFL counted false)':<58} {_pct(af_hit, af_det):>8} {'':>8}")
     print(f"{'AF duration Sp % (non-AF time not labelled AF)':<58} {_pct(non_af - fp_time, non_af):>8} {'':>8}")
+    afl_ref, afl_det, afl_hit = (sum(getattr(s, k) for s in first) for k in ("afl_ref", "afl_det", "afl_hit"))
+    print(f"{f'AFL duration Se % (ref {afl_ref:.0f} s, ours {afl_det:.0f} s)':<58} {_pct(afl_hit, afl_ref):>8} {'':>8}")
+    print(f"{'AFL duration +P %':<58} {_pct(afl_hit, afl_det):>8} {'':>8}")
+    av_false, av_false_3 = sum(s.av_false for s in first), sum(s.av_false_3 for s in first)
+    label = f"false AV-block episodes / 24 h ({av_false}, third-degree {av_false_3}, in {total_h:.1f} h)"
+    print(f"{label:<58} {24 * av_false / max(total_h, 1e-9):8.2f} {'':>8}")
     vt_ref, vt_found = sum(s.vt_ref for s in first), sum(s.vt_found for s in first)
     vf_ref, vf_found = sum(s.vf_ref for s in first), sum(s.vf_found for s in first)
     fast_ref, fast_found = sum(s.vt_fast_ref for s in first), sum(s.vt_fast_found for s in first)

@@ -80,7 +80,7 @@ class SignalParts:
     quality: QualityResult
     vf: np.ndarray              # per quality block: VF-like waveform
     activity: np.ndarray        # per quality block: QRS-band activity (gap second opinion)
-    atrial: np.ndarray          # per beat: P-wave consistency (AF second opinion)
+    atrial: np.ndarray          # per beat: atrial findings (rhythm.ATRIAL_DTYPE: P-wave consistency, flutter, P waves)
     disorganised: np.ndarray    # per quality block: noise without a QRS floor
     shape: np.ndarray           # per beat: correlation with the conducted QRS (ventricular runs)
     paced: np.ndarray           # per beat: a pacing spike precedes it

@@ -49,20 +49,40 @@ pre-QRS segments repeat a P wave (:func:`atrial_consistency`, which removes
 sinus rhythm with irregular conduction such as the second-degree block of
 201); a 15-beat majority vote; episodes of at least 30 s.
 
+**Atrial flutter** (``afl``, :func:`telediag.ecg.atrial.flutter_rate`):
+where the ventricular response is irregular, a train of identical atrial
+waves at 220-370 /min locked to the QRS (flutter is conducted at a fixed
+phase, AF's f waves are not) in the average of the pre-QRS segments; it
+takes precedence over the RR-based ``af`` (a 15-beat majority, episodes of
+at least 30 s), and its episodes carry the atrial rate.
+
+**AV block** (``av_block``, :func:`_av_blocks`, from P waves found in the
+QRST-cancelled signal, :func:`telediag.ecg.atrial.p_wave_findings`; only at
+``P_MIN_FS`` or more): degree 3 where regular P waves march through a slow,
+regular ventricular rhythm with a wandering PR; degree 2 where a P wave
+midway between two conducted ones has no QRS after it, again and again,
+the conduction resuming the same way (pattern ``constant_pr``,
+``progressive_pr`` or ``2:1``). None of the AV-block or flutter thresholds
+was set on a record that has either (DS1 has no AV block and only a
+flutter this method cannot tell from its AF, see :mod:`telediag.ecg.atrial`).
+
 Labels are a non-overlapping timeline, with this precedence (highest first):
 ``unreadable`` (no usable lead or noise: never an arrhythmia), ``vf``,
-``asystole``, ``vt``, ``pause``, ``svt``, then the background rhythm of each
-beat (``af``, ``sinus_bradycardia``, ``sinus_tachycardia``, ``sinus``,
-``other`` for a ventricular or unclassifiable background).
+``asystole``, ``vt``, ``pause``, ``svt``, ``av_block``, then the background
+rhythm of each beat (``afl``, ``af``, ``sinus_bradycardia``,
+``sinus_tachycardia``, ``sinus``, ``other`` for a ventricular or
+unclassifiable background).
 
 Approximations, said plainly: "sinus" means a regular supraventricular rhythm
-(P waves are only used to veto AF); atrial flutter with regular conduction
-looks like sinus tachycardia or SVT and irregular flutter is labelled ``af``
-(``afl`` is never produced); second/third-degree AV block needs P-wave
-tracking that this module does not have, so ``av_block`` is never produced (the ``av_block_3`` rule therefore never
-fires); ``paced`` needs pacing spikes, which are only resolvable at >= 400 Hz
-(so 12-lead resting ECGs, not Holters analysed at 250 Hz). VT sensitivity is
-bounded by the beat classifier.
+(P waves are used to veto AF and to find AV block, not to confirm sinus);
+atrial flutter with a fixed conduction ratio (2:1 above all) looks like
+sinus tachycardia, SVT or sinus here, and flutter not locked to the QRS
+(coarse AF-like, atypical) stays ``af``; AV block is found only where its P
+waves are clear of the QRS and T waves (a non-conducted P wave hidden in a
+T wave, 2:1 block at atrial rates above about 80 /min, and first-degree
+block are not reported); ``paced`` needs pacing spikes, which are only
+resolvable at >= 400 Hz (so 12-lead resting ECGs, not Holters analysed at
+250 Hz). VT sensitivity is bounded by the beat classifier.
 """
 
 from __future__ import annotations
@@ -74,6 +94,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage, signal
 
+from .atrial import P_FIELDS, T_END_S, flutter_rate, p_wave_findings
 from .filters import bandpass_rows
 from .measure import median_beats
 
@@ -100,6 +121,7 @@ PREMATURE = 0.80           # SVT run beat: RR below this fraction of the local R
 VENTRICULAR_SHAPE = 0.5    # "N" beats correlating below this with the conducted QRS count as ventricular
 RUN_CYCLE = 0.15           # an "N" inside a V run keeping the run's cycle within this fraction joins it
 RUN_ALIKE = 0.8            # ... and one next to a run joins it when it repeats the run's complex this closely
+RUN_GAP = 4.0              # an interval this many times a run's median interval splits it (noise, missed beats)
 CONDUCTED_SHAPE = 0.85     # correlation with the conducted QRS from which a beat looks conducted (beats.DIFF_CORR)
 # AF (chosen on MIT-BIH DS1)
 AF_WINDOW = 32             # RR intervals per irregularity window
@@ -108,6 +130,31 @@ AF_P_CONSISTENCY = 0.30    # ... unless the pre-QRS segments repeat (a P wave): 
 AF_SMOOTH = 15             # beats of majority vote on the per-beat decision
 AF_MIN_S = 30.0            # shortest AF episode reported (the clinical definition of an AF episode)
 P_WINDOW_S = (0.30, 0.08)  # pre-QRS segment holding the P wave (before the R fiducial)
+AFL_MIN_S = 30.0           # shortest flutter episode reported (as for AF)
+#: Per-beat atrial findings (:func:`atrial_consistency`), stitched per beat like the other beat fields.
+ATRIAL_DTYPE = np.dtype([(name, np.float64) for name in ("consistency", "flutter_bpm", "pr_s", "blocked_p", "late_p_s",
+                                                          "foreign", "free_p", "free_pr_s", "free_pp_s")])
+# AV block (from P waves found independently of the QRS: telediag.ecg.atrial)
+P_MIN_FS = 100.0           # P waves are looked for at this sampling rate or above
+AV3_BEATS = 5              # third degree: this many consecutive N beats ...
+AV3_MAX_BPM = 60.0         # ... a ventricular (escape) rhythm at most this fast ...
+AV3_RR_SPREAD = 0.12       # ... and regular (every RR within this share of their median) ...
+AV3_RATIO = 1.25           # ... regular P waves at least this many times faster ...
+AV3_P_FOUND = 0.7          # ... found for this share of the atrial cycles ...
+AV3_PR_SPREAD_S = 0.20     # ... with PR intervals spread over this range or more ...
+AV3_PR_FIXED = 0.5         # ... and fewer than this share of them within PR_SAME_S of their median
+PR_SAME_S = 0.04
+AV2_PR_S = (0.10, 0.45)    # second degree: both beats around a dropped one conducted (a PR in this range) ...
+AV2_MIDWAY = 0.12          # ... the non-conducted P wave midway between their P waves (within this share) ...
+AV2_MIN_DROPS = 2          # ... and at least this many dropped beats ...
+AV2_PR_REPEAT_S = 0.06     # ... whose PR after the drop repeats within this (and before it within twice this) ...
+AV2_LOCKED = 2             # ... unless this many conducted neighbours show the same wave (locked to the QRS)
+AV2_NEIGHBOURS = 4         # ... among this many either side
+AV2_WITHIN_S = 30.0        # ... each within this of the next
+AV2_PAUSE = 1.4            # a dropped beat among conducted ones: its RR this many times theirs at least
+AV2_TWO_ONE = 0.8          # "2:1" when this share of the beats end an interval holding a non-conducted P wave,
+AV2_TWO_ONE_MIN = 4        # ... at least this many, each P wave at least this long after the T wave's end
+AV2_CLEAR_S = 0.10
 # VF
 LOW_FS = 50.0              # rate the 1-20 Hz band (P/f waves, VF spectra) is analysed at
 VF_BAND_HZ = (1.0, 20.0)
@@ -285,7 +332,13 @@ def oscillation_blocks(low: np.ndarray, fs_low: float, usable: np.ndarray,
 
 def atrial_consistency(low: np.ndarray, fs_low: float, beat_samples: np.ndarray, fs: float,
                        beat_labels: Sequence[str]) -> np.ndarray:
-    """Per beat: how consistent the pre-QRS (P-wave) segment is across the neighbouring N beats.
+    """Per beat, the atrial findings (a record of ``ATRIAL_DTYPE``): P-wave consistency and flutter rate.
+
+    ``consistency``: how consistent the pre-QRS (P-wave) segment is across the
+    neighbouring N beats (below). ``flutter_bpm``: the atrial flutter rate
+    around the beat, 0 where none (:func:`telediag.ecg.atrial.flutter_rate`).
+    Both come from the same 1-20 Hz band and are stitched per beat, so the
+    signal stage carries them as one per-beat field.
 
     Why: RR irregularity alone cannot tell AF from sinus rhythm with
     irregular conduction (e.g. second-degree AV block, frequent atrial
@@ -298,6 +351,20 @@ def atrial_consistency(low: np.ndarray, fs_low: float, beat_samples: np.ndarray,
     """
     qrs = np.asarray(beat_samples, dtype=np.int64)
     labels = np.asarray(list(beat_labels), dtype=object)
+    found = np.zeros(qrs.size, ATRIAL_DTYPE)
+    found["consistency"] = _p_consistency(low, fs_low, qrs, fs, labels)
+    found["flutter_bpm"] = flutter_rate(low, fs_low, qrs, fs, labels)
+    if fs >= P_MIN_FS:
+        for k, v in p_wave_findings(low, fs_low, qrs, fs, labels, found["consistency"]).items():
+            found[k] = v
+    else:
+        for k in P_FIELDS:
+            found[k] = np.nan
+    return found
+
+
+def _p_consistency(low: np.ndarray, fs_low: float, qrs: np.ndarray, fs: float, labels: np.ndarray) -> np.ndarray:
+    """Per beat: the P-wave consistency of :func:`atrial_consistency`; NaN where too few N beats are near."""
     out = np.full(qrs.size, np.nan)
     n_leads, m_len = low.shape
     a_off, b_off = int(round(P_WINDOW_S[0] * fs_low)), int(round(P_WINDOW_S[1] * fs_low))
@@ -635,8 +702,8 @@ def detect_rhythm(beat_samples: np.ndarray, beat_labels: Sequence[str], fs: floa
         pulses: pulse-beat times (s), one array per pulsatile channel (:func:`pulse_beats`).
         activity: optional per-block QRS-band activity (:func:`qrs_activity`);
             a gap whose inner blocks hold QRS-sized activity is a detector miss.
-        atrial: optional per-beat P-wave consistency (:func:`atrial_consistency`);
-            irregular rhythm with a repeated P wave is not AF.
+        atrial: optional per-beat atrial findings (:func:`atrial_consistency`, ``ATRIAL_DTYPE``):
+            irregular rhythm with a repeated P wave is not AF; flutter waves make ``afl``.
         disorganised: optional per-block noise flag (:func:`disorganised_blocks`);
             such blocks count as unreadable unless VF-like.
         shape: optional per-beat correlation with the conducted QRS (:func:`shape_correlation`);
@@ -730,7 +797,7 @@ def detect_rhythm(beat_samples: np.ndarray, beat_labels: Sequence[str], fs: floa
         irr = _fill_nearest(_af_irregularity(rr, n_ok), AF_WINDOW // 4)
         af = np.nan_to_num(irr, nan=0.0) > AF_IRREGULARITY
         if atrial is not None:
-            af &= ~(np.nan_to_num(np.asarray(atrial, dtype=np.float64), nan=0.0) > AF_P_CONSISTENCY)
+            af &= ~(np.nan_to_num(atrial["consistency"], nan=0.0) > AF_P_CONSISTENCY)
         decided = np.isfinite(irr)
         if nb >= AF_SMOOTH:
             votes = ndimage.uniform_filter1d(af.astype(np.float64), AF_SMOOTH, mode="nearest")
@@ -745,6 +812,8 @@ def detect_rhythm(beat_samples: np.ndarray, beat_labels: Sequence[str], fs: floa
         # AF is decided on the N-N intervals around a beat, so ventricular ectopy inside AF
         # (even frequent) leaves the underlying rhythm AF
         background[af & decided] = "af"
+        if atrial is not None:
+            _label_flutter(background, atrial["flutter_bpm"] > 0, t)
         if paced is not None:
             share = ndimage.uniform_filter1d(np.asarray(paced, np.float64), LOCAL_BEATS, mode="nearest")
             background[share > PACED_SHARE] = "paced"
@@ -765,7 +834,8 @@ def detect_rhythm(beat_samples: np.ndarray, beat_labels: Sequence[str], fs: floa
     # Runs inside a VF/VFL episode are kept: a fast monomorphic VT and ventricular flutter are one
     # continuum, and the timeline shows VF there by precedence.
     ventricular: list[Episode] = []
-    for a, b in _runs(_ventricular_runs(v_like, is_n & ~v_like, rr, shape, alike, background == "af")):
+    irregular_bg = (background == "af") | (background == "afl")      # no pace to keep, Ashman beats
+    for a, b in _split_at_gaps(_runs(_ventricular_runs(v_like, is_n & ~v_like, rr, shape, alike, irregular_bg)), rr):
         if b - a < VT_MIN_BEATS:
             continue
         span = t[b - 1] - t[a]
@@ -805,7 +875,7 @@ def detect_rhythm(beat_samples: np.ndarray, beat_labels: Sequence[str], fs: floa
         prem = np.zeros(nb, bool)
         ref_rr = ndimage.median_filter(rr, size=2 * LOCAL_BEATS + 1, mode="nearest")
         prem[1:] = (rr < PREMATURE * ref_rr) & (60.0 / np.maximum(rr, 1e-3) > TACHY_BPM)
-        cand = (prem | (background == "svt")) & is_n & (background != "af")
+        cand = (prem | (background == "svt")) & is_n & ~irregular_bg
         for a, b in _runs(cand):
             if b - a < VT_MIN_BEATS:
                 continue
@@ -815,7 +885,11 @@ def detect_rhythm(beat_samples: np.ndarray, beat_labels: Sequence[str], fs: floa
                                    {"beats": b - a, "rate_bpm": round(rate_s, 1), "duration_s": round(span, 3)}))
         background[background == "svt"] = "sinus_tachycardia"    # sustained fast outside a run
 
-    episodes = _timeline(t, background, duration, unreadable, vf_eps, gaps, vt_runs, svt_eps)
+    av_eps = _av_blocks(t, is_n & ~v_like, atrial) if atrial is not None else []
+    episodes = _timeline(t, background, duration, unreadable, vf_eps, gaps, vt_runs, svt_eps, av_eps)
+    if atrial is not None:
+        episodes = [_with_flutter_rate(e, t, atrial["flutter_bpm"]) if e.label == "afl" else
+                    _with_source(e, av_eps) if e.label == "av_block" else e for e in episodes]
     return RhythmResult(episodes=tuple(episodes), gaps=tuple(gaps), vt_runs=tuple(vt_runs),
                         ventricular_runs=tuple(ventricular), vf=tuple(vf_eps),
                         refuted=tuple(refuted), duration_s=duration, pulses=tuple(pulses), beat_times_s=t,
@@ -889,6 +963,26 @@ def _ventricular_runs(is_v: np.ndarray, is_n: np.ndarray, rr: np.ndarray, shape:
     return vent
 
 
+def _split_at_gaps(runs: Sequence[tuple[int, int]], rr: np.ndarray) -> list[tuple[int, int]]:
+    """Runs of beats split wherever an interval exceeds ``RUN_GAP`` times the run's median interval.
+
+    Why: a run's rate is its beats over its span, so a stretch of noise or
+    missed complexes inside a long ventricular run (seen in MIT-BIH 223)
+    dilutes a 105 /min VT below 100 /min; the beats on either side of such a
+    gap are two trains, each judged at its own rate.
+    """
+    out: list[tuple[int, int]] = []
+    for a, b in runs:
+        if b - a < 3:
+            out.append((a, b))
+            continue
+        inner = rr[a:b - 1]                                  # intervals between the run's beats
+        cuts = np.flatnonzero(inner > RUN_GAP * float(np.median(inner))) + a + 1
+        edges = [a, *cuts.tolist(), b]
+        out.extend((int(x), int(y)) for x, y in zip(edges[:-1], edges[1:]))
+    return out
+
+
 def _pulse_counted_runs(t: np.ndarray, v_like: np.ndarray, runs: Sequence[Episode],
                         pulses: Sequence[np.ndarray]) -> list[Episode]:
     """Ventricular runs whose beats the ECG detector partly missed, counted on a pulsatile channel.
@@ -929,6 +1023,164 @@ def _pulse_counted_runs(t: np.ndarray, v_like: np.ndarray, runs: Sequence[Episod
     return out
 
 
+def _label_flutter(background: np.ndarray, flutter: np.ndarray, t: np.ndarray) -> None:
+    """Label ``afl`` (in place) where most of the ``AF_SMOOTH`` beats around show flutter waves
+    (:func:`telediag.ecg.atrial.flutter_rate`, judged only where the ventricular response is
+    irregular), for at least ``AFL_MIN_S``; ventricular and VT stretches keep their label.
+
+    Flutter takes precedence over the RR-based AF label: both have an irregular
+    ventricular response, and the flutter test (a train of identical atrial waves locked
+    to the QRS) is the stricter one; AF's f waves never pass it.
+    """
+    if flutter.size < AF_SMOOTH:
+        return
+    votes = ndimage.uniform_filter1d(flutter.astype(np.float64), AF_SMOOTH, mode="nearest") > 0.5
+    votes &= background != "other"
+    nb = t.size
+    for a, b in _runs(votes):
+        if t[min(b, nb - 1)] - t[a] >= AFL_MIN_S:
+            background[a:b] = "afl"
+
+
+def _with_flutter_rate(e: Episode, t: np.ndarray, flutter: np.ndarray) -> Episode:
+    """An ``afl`` episode with the median atrial (flutter) rate of its beats in its evidence."""
+    inside = flutter[(t >= e.start_s) & (t < e.end_s)]
+    inside = inside[inside > 0]
+    if inside.size == 0:
+        return e
+    return Episode(e.label, e.start_s, e.end_s, {**e.evidence, "atrial_rate_bpm": round(float(np.median(inside)), 1)})
+
+
+def _av_blocks(t: np.ndarray, ok: np.ndarray, atrial: np.ndarray) -> list[Episode]:
+    """Second- and third-degree AV block episodes from the P waves found independently of the QRS.
+
+    ``ok``: the beats that are conducted-looking (N), readable and not ventricular.
+
+    Third degree (AV dissociation): ``AV3_BEATS`` consecutive such beats at a
+    regular ventricular rate of at most ``AV3_MAX_BPM`` (an escape rhythm),
+    a regular atrial rhythm at least ``AV3_RATIO`` times faster with its P
+    waves found for most cycles, and PR intervals that wander (spread over
+    ``AV3_PR_SPREAD_S``, mostly not equal): the P waves march through.
+
+    Second degree: between two such beats, both conducted (a P wave
+    0.10-0.45 s before each), exactly one P wave after the T wave that no QRS
+    followed, midway between their P waves (``AV2_MIDWAY``): the atrial
+    cycle went on and one beat was dropped (a blocked premature P wave comes
+    early; a residue of the T wave is locked to the QRS, not to the P
+    waves; ``AV2_LOCKED`` conducted neighbours with the same wave at the same
+    distance after their QRS, before their own P wave, prove it is). Among
+    conducted beats the dropped one leaves a pause (``AV2_PAUSE`` times their
+    RR); in 2:1 block, where every interval is alike, the P wave must clear
+    the T wave by ``AV2_CLEAR_S``. At least ``AV2_MIN_DROPS`` dropped beats
+    (``AV2_TWO_ONE_MIN`` for 2:1) within ``AV2_WITHIN_S`` of each other, the
+    conduction resuming the same way after each (the PR after it repeats
+    within ``AV2_PR_REPEAT_S``, as in Mobitz I and II; P waves that fall
+    midway by chance in AV dissociation have random PRs). Its evidence says
+    whether the PR before the dropped beat was longer than after it
+    (``progressive_pr``: Wenckebach), constant (``constant_pr``: Mobitz II)
+    or every other P wave was dropped (``2:1``, which cannot tell the two
+    apart).
+
+    When unsure, nothing: every condition must hold, and beats without
+    P-wave findings (low sampling rate, no P wave found) never count.
+    """
+    nb = t.size
+    out: list[Episode] = []
+    if nb < AV3_BEATS + 1:
+        return out
+    pr, blocked = atrial["pr_s"], atrial["blocked_p"]
+    pw, free_pr, pp = atrial["free_p"], atrial["free_pr_s"], atrial["free_pp_s"]
+    rr = np.diff(t)
+
+    # ---- third degree, per window of AV3_BEATS beats (AV3_BEATS - 1 intervals ending at beats a+1 ...)
+    w = AV3_BEATS
+    win = np.lib.stride_tricks.sliding_window_view
+    beats_ok = win(ok, w).all(axis=1)
+    rr_w = win(rr, w - 1)                                                 # (nW, w-1); window a: rr[a:a+w-1]
+    med_rr = np.median(rr_w, axis=1)
+    regular_v = (np.abs(rr_w - med_rr[:, None]) <= AV3_RR_SPREAD * med_rr[:, None]).all(axis=1)
+    pp_w, pr_w, pw_w = (win(v[1:], w - 1) for v in (pp, free_pr, pw))
+    pp_known = np.isfinite(pp_w).all(axis=1)
+    cycle = np.where(pp_known, np.median(np.nan_to_num(pp_w, nan=1.0), axis=1), np.inf)
+    v_rate = 60.0 / med_rr
+    a_rate = 60.0 / cycle
+    found = np.nan_to_num(pw_w, nan=0.0).sum(axis=1) >= AV3_P_FOUND * rr_w.sum(axis=1) / cycle
+    pr_known = np.isfinite(pr_w)
+    n_pr = pr_known.sum(axis=1)
+    spread = np.where(pr_known, pr_w, -np.inf).max(axis=1) - np.where(pr_known, pr_w, np.inf).min(axis=1)
+    pr_med = _median_finite(np.where(pr_known, pr_w, np.inf))
+    fixed = (pr_known & (np.abs(np.nan_to_num(pr_w) - pr_med[:, None]) <= PR_SAME_S)).sum(axis=1) / np.maximum(n_pr, 1)
+    clean = win(atrial["foreign"][1:] == 0, w - 1).all(axis=1)        # no missed QRS in the window
+    third_w = (beats_ok & clean & regular_v & (v_rate <= AV3_MAX_BPM) & pp_known & (a_rate >= AV3_RATIO * v_rate)
+               & found & (n_pr >= w - 2) & (spread >= AV3_PR_SPREAD_S) & (fixed < AV3_PR_FIXED))
+    third = np.zeros(nb, bool)
+    for j in range(w):
+        third[j:j + third_w.size] |= third_w
+    for a, b in _runs(third):
+        inside = slice(a + 1, b)
+        out.append(Episode("av_block", float(t[a]), float(t[b - 1]), {
+            "degree": 3, "beats": b - a, "ventricular_rate_bpm": round(60.0 * (b - a - 1) / float(t[b - 1] - t[a]), 1),
+            "atrial_rate_bpm": round(60.0 / float(np.nanmedian(pp[inside])), 1)}))
+
+    # ---- second degree: dropped beats (one non-conducted P wave, on the cycle of the conducted ones)
+    late = atrial["late_p_s"]
+    p_before = np.concatenate([[np.nan], t[:-1] - pr[:-1]])            # P wave of the interval's first beat
+    p_after = t - pr                                                    # ... and of its last
+    blocked_at = np.concatenate([[np.nan], t[:-1]]) + late
+    half = 0.5 * (p_after - p_before)
+    conducted = (pr >= AV2_PR_S[0]) & (pr <= AV2_PR_S[1])
+    with np.errstate(invalid="ignore"):
+        drop = ok & np.concatenate([[False], ok[:-1]]) & conducted & np.concatenate([[False], conducted[:-1]])
+        drop &= (blocked == 1) & (np.abs(blocked_at - (p_before + half)) <= AV2_MIDWAY * half) & ~third
+        drop &= atrial["foreign"] == 0                                 # no QRS-sized wave the detector missed
+        # a wave at the same distance after the QRS in conducted intervals, before their own P wave,
+        # is locked to the QRS (the end of a T wave), not a P wave
+        extra = np.concatenate([[False], rr - late[1:] - pr[1:] > AV2_PR_S[0]]) & conducted
+    interval = np.concatenate([[np.nan], rr])                           # RR ending at each beat
+    candidate = drop.copy()
+    for i in np.flatnonzero(candidate):
+        near = np.r_[max(i - AV2_NEIGHBOURS, 1):i, i + 1:min(i + AV2_NEIGHBOURS + 1, nb)]
+        plain = near[conducted[near] & ~candidate[near]]
+        if plain.size >= 2:
+            # a dropped beat among conducted ones: a pause, and no QRS-locked wave in its neighbours
+            locked = near[extra[near] & ~candidate[near]]
+            drop[i] = interval[i] >= AV2_PAUSE * float(np.median(interval[plain])) and \
+                (np.abs(late[locked] - late[i]) <= PR_SAME_S).sum() < AV2_LOCKED
+        else:
+            # 2:1, where every interval looks alike: the P wave clearly clear of the T wave
+            qt_rr = interval[i - 1] if i >= 2 else interval[i]
+            drop[i] = late[i] >= T_END_S[0] + T_END_S[1] * np.sqrt(qt_rr) + AV2_CLEAR_S
+    idx = np.flatnonzero(drop)
+    if idx.size < AV2_MIN_DROPS:
+        return out
+    for group in np.split(idx, np.flatnonzero(np.diff(t[idx]) > AV2_WITHIN_S) + 1):
+        if group.size < AV2_MIN_DROPS or np.ptp(pr[group]) > AV2_PR_REPEAT_S \
+                or np.ptp(pr[group - 1]) > 2 * AV2_PR_REPEAT_S:
+            continue                              # conduction resumes the same way after each drop
+        a, b = int(group[0]) - 1, int(group[-1])
+        two_one = group.size >= AV2_TWO_ONE * (b - a)
+        if two_one and group.size < AV2_TWO_ONE_MIN:
+            continue
+        if two_one:
+            pattern = "2:1"                       # (nearly) every RR interval holds a non-conducted P wave
+        elif np.median(pr[group - 1] - pr[group]) > PR_SAME_S:
+            pattern = "progressive_pr"            # longer before the dropped beat than after it
+        else:
+            pattern = "constant_pr"
+        out.append(Episode("av_block", float(t[a]), float(t[b]), {
+            "degree": 2, "pattern": pattern, "non_conducted_p": int(group.size),
+            "atrial_rate_bpm": round(60.0 / float(np.median(half[group])), 1),
+            "ventricular_rate_bpm": round(60.0 * (b - a) / float(t[b] - t[a]), 1)}))
+    out.sort(key=lambda e: e.start_s)
+    return out
+
+
+def _with_source(e: Episode, sources: Sequence[Episode]) -> Episode:
+    """A timeline episode with the evidence of the event episode that overlaps it most."""
+    best = max(sources, key=lambda s: min(s.end_s, e.end_s) - max(s.start_s, e.start_s))
+    return Episode(e.label, e.start_s, e.end_s, {**e.evidence, **best.evidence})
+
+
 def _absorb_short_rate_runs(background: np.ndarray) -> None:
     """Give runs of fewer than ``MIN_RATE_RUN`` beats of a sinus-rate label the label before them
     (in place), when that is a sinus-rate label too: a rate hovering at 60 or 100 /min would
@@ -960,7 +1212,7 @@ def _noise_blocks(disorganised: np.ndarray, t: np.ndarray, block_s: float, vf: n
 
 def _timeline(t: np.ndarray, background: np.ndarray, duration: float, unreadable: Sequence[tuple[float, float]],
               vf_eps: Sequence[Episode], gaps: Sequence[Episode], vt_runs: Sequence[Episode],
-              svt_eps: Sequence[Episode]) -> list[Episode]:
+              svt_eps: Sequence[Episode], av_eps: Sequence[Episode] = ()) -> list[Episode]:
     """Paint the background and the events (by precedence) onto one non-overlapping timeline.
 
     Sweep over the elementary intervals between all edges: each takes the label of the
@@ -975,6 +1227,7 @@ def _timeline(t: np.ndarray, background: np.ndarray, duration: float, unreadable
     else:
         bg_start, bg_label = np.array([0.0]), np.array(["other"], dtype=object)
     levels = [  # lowest precedence first
+        ("av_block", [(e.start_s, e.end_s) for e in av_eps]),
         ("svt", [(e.start_s, e.end_s) for e in svt_eps]),
         ("pause", [(e.start_s, e.end_s) for e in gaps if e.label == "pause"]),
         ("vt", [(e.start_s, e.end_s) for e in vt_runs]),

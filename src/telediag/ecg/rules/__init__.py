@@ -23,8 +23,10 @@ repolarisation, pericarditis or an aneurysm (the standard's own exclusions
 need history and prior ECGs). ``hyperkalaemia`` is wide QRS + a tall,
 narrow, symmetric T in any lead + no P wave, not validated on labelled
 cases. ``polymorphic_vt`` is a fast (>= 200 /min) VT run with irregular
-cycle length; the twisting axis is not measured. ``av_block_3`` never fires,
-because the rhythm stage has no P-wave tracking to find AV dissociation.
+cycle length; the twisting axis is not measured. ``av_block_3`` fires on the
+rhythm stage's third-degree ``av_block`` episodes (P waves marching through a
+slow escape rhythm), which it reports only where it is sure: a complete block
+whose P waves it cannot resolve raises no alarm.
 """
 
 from __future__ import annotations
