@@ -87,7 +87,8 @@ class AlarmFeed:
                 self._woken.clear()
                 self._dispatch()
             except Exception as exc:  # the database went away: read again after a pause, listen anew
-                log.warning("alarm feed: %s: %s", type(exc).__name__, exc)
+                if not self._stopped.is_set():  # after stop, a dropped connection is the shutdown's
+                    log.warning("alarm feed: %s: %s", type(exc).__name__, exc)
                 if listener is not None:
                     try:
                         listener.close()
