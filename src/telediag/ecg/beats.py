@@ -39,7 +39,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from .filters import bandpass
+from .filters import bandpass_rows
 from .quality import BLOCK_S, assess_quality
 
 __all__ = ["classify_beats", "beat_features"]
@@ -117,7 +117,8 @@ def beat_features(signals: np.ndarray, fs: float, qrs: np.ndarray,
     leads = np.array(leads, dtype=bool).reshape(qrs.size, n_leads)
     leads[~leads.any(axis=1)] = True          # unusable everywhere: label decided by the caller
     pre, post = int(round(PRE_S * fs)), int(round(POST_S * fs))
-    y = bandpass(x, fs, 1.0, 40.0)
+    # Filtered lead by lead (the same values as bandpass(x, ...), a fraction of its time and copies).
+    y = bandpass_rows(x.T, fs, 1.0, 40.0).T                  # (n, L) view of lead-major rows
     inside = (qrs - pre >= 0) & (qrs + post <= n)
     idx = np.clip(qrs[:, None] + np.arange(-pre, post)[None, :], 0, n - 1)
     seg = y[idx]                                              # (B, W, L)
