@@ -94,7 +94,9 @@ def _dominant(pool: np.ndarray) -> np.ndarray:
     medoid = pool[::step][int(np.argmax(np.median(sub @ sub.T, axis=1)))]
     corr = _correlation(pool, medoid, np.ones(pool.shape[::2], bool))
     similar = corr >= np.quantile(corr, 0.5)
-    return np.median(pool[similar] if similar.sum() >= 3 else pool, axis=0)
+    if similar.sum() < 3:
+        return np.median(pool, axis=0)
+    return np.median(pool[similar], axis=0, overwrite_input=True)  # partitions its own copy, not another
 
 
 def beat_features(signals: np.ndarray, fs: float, qrs: np.ndarray,
@@ -126,11 +128,14 @@ def beat_features(signals: np.ndarray, fs: float, qrs: np.ndarray,
 
     template = np.zeros_like(seg)
     group = qrs // max(int(round(TEMPLATE_S * fs)), 1)
+    order = np.argsort(group, kind="stable")      # the beats of a stretch and of its neighbours are one range
+    ranked = group[order]
     for g in np.unique(group):
         # Pool with the neighbouring stretches so short or ectopy-rich stretches still get a stable template.
-        pool = (group >= g - 1) & (group <= g + 1)
-        pool_in = pool & inside
-        template[group == g] = _dominant(seg[pool_in] if pool_in.sum() >= 3 else seg[pool])
+        lo, a, b, hi = np.searchsorted(ranked, [g - 1, g, g + 1, g + 2])
+        pool = order[lo:hi]
+        pool_in = pool[inside[pool]]
+        template[order[a:b]] = _dominant(seg[pool_in] if pool_in.size >= 3 else seg[pool])
 
     # Noise whitening: scale each lead by its typical beat-to-template residual.
     diff = seg - template
