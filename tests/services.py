@@ -73,10 +73,28 @@ def unique_name(prefix: str, sep: str = "_") -> str:
     return f"{clean}{sep}{secrets.token_hex(4)}"
 
 
+def _ephemeral_floor() -> int:
+    """The lowest port the kernel hands to outgoing connections (Linux; 32768 elsewhere)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
+    """A port free now, chosen below the kernel's ephemeral range: a server started on it a
+    moment later cannot find it taken by one of the many outgoing connections of a test run
+    (to PostgreSQL, Redis, RabbitMQ ...), which a port the kernel picked (bind to 0) could."""
+    floor = _ephemeral_floor()
+    for _ in range(200):
+        port = secrets.randbelow(floor - 20000) + 20000 if floor > 21000 else 0
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((LOOPBACK, port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def port_open(port: int, host: str = LOOPBACK, timeout: float = 0.5) -> bool:
