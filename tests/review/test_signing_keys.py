@@ -41,7 +41,7 @@ def test_openssl_verifies_what_a_reader_signs(tmp_path: Path, openssl, algorithm
         key = vault.new_key()
         assert key.algorithm == algorithm and base64.b64decode(key.public_key) not in key.sealed.encode()
         digest = hashlib.sha256(f"report {i}".encode()).digest()
-        signature = vault.sign(key.algorithm, key.sealed, digest)
+        signature = vault.sign(key, digest)
         assert verify_signature(key.public_key, digest, signature, algorithm)
         _files(tmp_path, key.public_key, algorithm, digest, signature)
         verify = ["-verify", "-pubin", "-inkey", "pub.pem", "-rawin", "-in", "msg", "-sigfile", "sig", *extra]
@@ -68,7 +68,7 @@ def test_sm2_refuses_malformed_signatures_and_keys() -> None:
     vault = KeyVault(b"server secret", "sm2")
     key = vault.new_key()
     digest = hashlib.sha256(b"x").digest()
-    der = base64.b64decode(vault.sign("sm2", key.sealed, digest))
+    der = base64.b64decode(vault.sign(key, digest))
     b64 = lambda raw: base64.b64encode(raw).decode()  # noqa: E731
     assert verify_signature(key.public_key, digest, b64(der), "sm2")
     assert not verify_signature(key.public_key, digest, b64(der + b"\0"), "sm2")          # trailing byte
@@ -84,7 +84,7 @@ def test_a_network_that_switches_algorithm_keeps_signing_with_each_key_its_own()
     old = KeyVault(b"server secret", "ed25519").new_key()
     switched = KeyVault(b"server secret", "sm2")
     digest = hashlib.sha256(b"x").digest()
-    assert verify_signature(old.public_key, digest, switched.sign(old.algorithm, old.sealed, digest), "ed25519")
+    assert verify_signature(old.public_key, digest, switched.sign(old, digest), "ed25519")
     assert switched.new_key().algorithm == "sm2"
     with pytest.raises(ValueError, match="known: ed25519, sm2"):
         KeyVault(b"server secret", "rsa")

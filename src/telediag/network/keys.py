@@ -37,7 +37,8 @@ class _Scheme(Protocol):
     def generate(self) -> tuple[bytes, bytes]:
         """(private key, public key), raw."""
 
-    def sign(self, private: bytes, message: bytes) -> bytes: ...
+    def sign(self, private: bytes, public: bytes, message: bytes) -> bytes:
+        """The signature of ``message`` by the key pair (``public`` is part of what SM2 signs)."""
 
     def verify(self, public: bytes, message: bytes, signature: bytes) -> bool: ...
 
@@ -54,7 +55,7 @@ class _Ed25519:
                                       serialization.NoEncryption()),
                 private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
 
-    def sign(self, private: bytes, message: bytes) -> bytes:
+    def sign(self, private: bytes, public: bytes, message: bytes) -> bytes:
         return Ed25519PrivateKey.from_private_bytes(private).sign(message)
 
     def verify(self, public: bytes, message: bytes, signature: bytes) -> bool:
@@ -95,9 +96,7 @@ class _Sm2:
         xy = sm2.CryptSM2(private_key="", public_key="")._kg(d, self._T["g"])
         return d.to_bytes(32, "big"), b"\x04" + bytes.fromhex(xy)
 
-    def sign(self, private: bytes, message: bytes) -> bytes:
-        d = int.from_bytes(private, "big")
-        public = b"\x04" + bytes.fromhex(sm2.CryptSM2(private_key="", public_key="")._kg(d, self._T["g"]))
+    def sign(self, private: bytes, public: bytes, message: bytes) -> bytes:
         crypt = self._crypt(private.hex(), public)
         while True:  # a nonce that gives r = 0 or s = 0 is drawn again (probability ~2^-256)
             rs = crypt.sign_with_sm3(message, format(secrets.randbelow(self._N - 1) + 1, "064x"))
@@ -168,9 +167,10 @@ class KeyVault:
         private, public = _SCHEMES[self.algorithm].generate()
         return SigningKey(self.algorithm, base64.b64encode(public).decode(), self._fernet.encrypt(private).decode())
 
-    def sign(self, algorithm: str, sealed_private: str, message: bytes) -> str:
-        """Base64 signature of ``message`` by the sealed key, in the key's own algorithm."""
-        return base64.b64encode(_SCHEMES[algorithm].sign(self._fernet.decrypt(sealed_private.encode()), message)).decode()
+    def sign(self, key: SigningKey, message: bytes) -> str:
+        """Base64 signature of ``message`` by a reader's key, in the key's own algorithm."""
+        private = self._fernet.decrypt(key.sealed.encode())
+        return base64.b64encode(_SCHEMES[key.algorithm].sign(private, base64.b64decode(key.public_key), message)).decode()
 
 
 def verify_signature(public_key_b64: str, message: bytes, signature_b64: str, algorithm: str = ED25519) -> bool:

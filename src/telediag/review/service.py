@@ -556,7 +556,7 @@ class ReviewService:
         key = uow.users.key(p.user_id)
         if key is None:
             raise NotPermitted("this reader has no signing key")
-        signature = self.vault.sign(key.algorithm, key.sealed, digest)
+        signature = self.vault.sign(key, digest)
         if not uow.reports.sign(draft.id, p.user_id, at, digest.hex(), key.algorithm, signature,
                                 canonical_json(content).decode()):
             raise ReportImmutable(f"version {draft.version} was signed meanwhile")
