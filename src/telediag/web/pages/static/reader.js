@@ -260,6 +260,7 @@ function fillForm(report) {
 
 function reportState() {
   const r = state.report;
+  if (!r) return ""; // still loading
   if (r.state === "proposed") return t("report.proposed");
   if (r.state === "draft") return t("report.draftOf", { version: r.version, author: r.author ?? "" });
   return t("report.signed", { version: r.version });
@@ -361,10 +362,11 @@ async function openCase(caseId, { push = true } = {}) {
       return [claimed, await api(`/api/v1/cases/${caseId}/report`)];
     })();
     clearInterval(state.renewTimer);
-    Object.assign(state, { caseId, view, claimed: false, blocked: null });
+    Object.assign(state, { caseId, view, report: null, claimed: false, blocked: null });
     if (push && location.pathname !== `/reader/cases/${caseId}`) history.pushState({ caseId }, "", `/reader/cases/${caseId}`);
     $("no-case").hidden = true;
     $("case-pane").hidden = false;
+    $("report-pane").hidden = true; // the last case's form must not be acted on under this case
     banner(null);
     renderCaseHead();
     analysisSummary();
