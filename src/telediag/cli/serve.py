@@ -35,7 +35,6 @@ def _serve_http(app, settings: Settings) -> None:
 def cmd_up(args: argparse.Namespace) -> int:
     """Everything on one machine: HTTP API, DICOM SCP, analysis processes, sweeper."""
     from telediag.bootstrap import System
-
     from telediag.web import create_app
 
     settings = settings_from(args)
@@ -55,6 +54,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_api(args: argparse.Namespace) -> int:
     from telediag.bootstrap import System
+    from telediag.web import create_app
 
     settings = settings_from(args)
     system = System(settings)
@@ -62,8 +62,6 @@ def cmd_api(args: argparse.Namespace) -> int:
     system.push_sweeper().start()  # orphaned pushes and escalations; any number of API processes may
     system.review_sweeper().start()  # cases past their deadline move up; likewise
     system.push_worker().start()
-    from telediag.web import create_app
-
     _serve_http(create_app(system), settings)
     return 0
 
