@@ -103,8 +103,11 @@ class _FailingStore:
     def __init__(self, inner) -> None:
         self.inner = inner
 
-    def put(self, key, data, content_type="application/octet-stream"):
+    def put(self, key, data, content_type="application/octet-stream", durable=True):
         raise ObjectStoreError("connection refused")
+
+    def sync(self):
+        self.inner.sync()
 
     def get(self, key, sha256=None):
         return self.inner.get(key, sha256)

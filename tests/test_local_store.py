@@ -136,3 +136,54 @@ def test_get_range_reads_part_of_an_object_without_the_hash_check(tmp_path: Path
         store.get_range(KEY, -1, 10)
     with pytest.raises(ObjectStoreError):
         store.get_range(KEY.replace("abcdef0123456789", "0000000000000000"), 0, 10)
+
+
+def test_unsynced_put_waits_for_no_disk_until_sync_makes_it_durable(tmp_path: Path, fsyncs: list[Path],
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ingest journal's writes: nothing flushed per object, all of them at the checkpoint
+    (here without ``syncfs``, so each file and the folders it created are fsync'd)."""
+    monkeypatch.setattr(objectstore, "_syncfs", None)
+    store = LocalFolderStore(tmp_path / "objects")
+    data = os.urandom(30_000)
+    assert store.put(KEY, data, durable=False) is True
+    assert (store.root / KEY).read_bytes() == data
+    assert fsyncs == []
+    store.sync()
+    path = store.root / KEY
+    new_dirs = [path.parent] + [p for p in path.parent.parents if store.root in p.parents]
+    assert fsyncs[0] == path
+    assert set(fsyncs[1:]) == {d.parent for d in new_dirs} | {path.parent}
+    fsyncs.clear()
+    store.sync()  # nothing written since
+    assert fsyncs == []
+
+
+def test_sync_uses_one_syncfs_for_all_unsynced_writes(tmp_path: Path, fsyncs: list[Path],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    if objectstore._syncfs is None:
+        pytest.skip("no syncfs(2) on this platform")
+    calls: list[str] = []
+    real = objectstore._syncfs
+    monkeypatch.setattr(objectstore, "_syncfs", lambda fd: (calls.append(os.readlink(f"/proc/self/fd/{fd}")),
+                                                            real(fd)))
+    store = LocalFolderStore(tmp_path / "objects")
+    for i in range(5):
+        store.put(KEY.replace("abcdef", f"{i:06d}"), os.urandom(1000), durable=False)
+    store.sync()
+    assert calls == [str(store.root)] and fsyncs == []
+
+
+def test_a_failed_sync_keeps_its_writes_owed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = LocalFolderStore(tmp_path / "objects")
+    store.put(KEY, b"x", durable=False)
+
+    def broken(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(objectstore, "_syncfs", broken)
+    with pytest.raises(ObjectStoreError, match="could not sync"):
+        store.sync()
+    seen: list[int] = []
+    monkeypatch.setattr(objectstore, "_syncfs", lambda fd: seen.append(fd))
+    store.sync()
+    assert len(seen) == 1  # the write is still owed, so the next sync flushes again

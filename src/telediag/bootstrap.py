@@ -26,7 +26,7 @@ from telediag.push import (PUSH_QUEUE, AlarmFeed, Channel, DeliveryRunner, MqttC
 from telediag.queue import (ANALYSIS_QUEUE, AnalysisProcesses, BrokerWatch, LeaseKeeper, OutboxPublisher,
                             ReceivingGate, Sweeper, declare_analysis_actor, make_broker)
 from telediag.review import ReviewService, ReviewSweeper
-from telediag.store import Database, ObjectStore, open_object_store
+from telediag.store import Database, IngestJournal, ObjectStore, open_object_store
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +42,14 @@ class System:
     _runner: DeliveryRunner | None = field(default=None, init=False, repr=False)
     _runner_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
+    @property
+    def _journaled(self) -> bool:
+        return self.durable_commits and self.settings.journaled_ingest
+
     @cached_property
     def db(self) -> Database:
         db = Database(self.settings.effective_database_url, durable=self.durable_commits,
-                      deadlines=self.settings.deadlines)
+                      deadlines=self.settings.deadlines, journaled_ingest=self._journaled)
         db.migrate()
         return db
 
@@ -94,8 +98,23 @@ class System:
         return OutboxPublisher(self.db, self.analysis_actor)
 
     @cached_property
+    def journal(self) -> IngestJournal | None:
+        """The embedded mode's ingest journal (see ``Settings.journaled_ingest``)."""
+        if not self._journaled:
+            return None
+
+        def sync() -> None:
+            self.store.sync()
+            self.db.sync()
+
+        return IngestJournal(self.settings.data_dir / "journal", sync, self.settings.journal_checkpoint_s)
+
+    @cached_property
     def ingest(self) -> IngestService:
-        return IngestService(self.db, self.store, self.bus)
+        """The ingest use case; it first records what a crashed process's journal still holds."""
+        ingest = IngestService(self.db, self.store, self.bus, self.journal)
+        ingest.recover()
+        return ingest
 
     @cached_property
     def analysis(self) -> AnalysisContext:
@@ -244,6 +263,8 @@ class System:
             self._runner.close()
         if self._processes is not None:
             self._processes.close()
+        if self.__dict__.get("journal") is not None:
+            self.journal.close()
         for broker in ("broker", "push_broker"):
             if broker in self.__dict__:
                 self.__dict__[broker].close()

@@ -59,6 +59,12 @@ class Settings:
     analysis_quiet_s: float = 0.25
     #: ... or once it has waited this long, so no alarm waits longer behind a long burst.
     analysis_defer_max_s: float = 30.0
+    #: Embedded mode (SQLite and a local folder): a received object is made durable by one
+    #: flush of the ingest journal, its file and rows a checkpoint at a time (see
+    #: ``telediag.store.journal``); false: each object waits for its own fsyncs.
+    ingest_journal: bool = True
+    #: How often the ingest journal's checkpoint runs (what a crash leaves to replay at start).
+    journal_checkpoint_s: float = 1.0
     #: ``mqtt://HOST:PORT``: alarms are also published there (QoS 1); None: no MQTT.
     mqtt_url: str | None = None
     #: An unacknowledged critical alarm escalates to the center above the clinic after this ...
@@ -111,6 +117,13 @@ class Settings:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'telediag.sqlite3').resolve()}"
+
+    @property
+    def journaled_ingest(self) -> bool:
+        """Whether ingest uses the journal: asked for, and both the database and the objects
+        on this machine's disk (elsewhere, a commit and an S3 put are each one round trip)."""
+        return (self.ingest_journal and self.effective_database_url.startswith("sqlite")
+                and self.effective_object_store_url.startswith("file:"))
 
     @property
     def effective_object_store_url(self) -> str:

@@ -28,6 +28,10 @@ dcmtk ``storescu`` association each to:
 For ``telediag up`` the table also says how many of the objects were analysed when the
 last one had been received, and how long the backlog took to drain after that.
 
+A shared virtual machine's disk and CPU drift by tens of percent within minutes, so the
+servers run in turn, round after round (``--rounds``, default 3): the table gives each
+server's median round, and each ratio is the median of the ratios within a round.
+
 Only loopback traffic; files and state live in a temporary directory removed at the end
 (``--keep`` keeps it).
 """
@@ -38,6 +42,7 @@ import argparse
 import logging
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -386,6 +391,11 @@ def _log_to_file(path: Path) -> logging.Handler:
     return handler
 
 
+def _median_row(rows: list[Row]) -> Row:
+    """The round whose rate is the median (the lower middle of an even count)."""
+    return sorted(rows, key=lambda r: r.rate)[(len(rows) - 1) // 2]
+
+
 def format_table(rows: list[Row]) -> str:
     lines = [f"{'server':<44} | {'instances/s':>11} | {'MB/s':>6} | {'wall s':>7} | {'stored':>6} | note",
              "-" * 44 + "-+-" + "-" * 11 + "-+-" + "-" * 6 + "-+-" + "-" * 7 + "-+-" + "-" * 6 + "-+-----"]
@@ -406,6 +416,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url", help="run telediag against this database (default: embedded SQLite)")
     parser.add_argument("--object-store-url", help="... this object store, e.g. s3://ACCESS:SECRET@HOST:PORT/BUCKET")
     parser.add_argument("--broker-url", help="... and this broker, e.g. redis://127.0.0.1:6379/0")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="run every server this many times, in turn (default 3); medians are reported")
     parser.add_argument("--associations", type=int, default=1,
                         help="concurrent storescu associations (several carts at once); the issue's figure is 1")
     args = parser.parse_args(argv)
@@ -426,32 +438,44 @@ def main(argv: list[str] | None = None) -> int:
         print(f"generated {len(paths)} 12-lead ECG objects ({total / len(paths) / 1000:.1f} KB each, "
               f"signal: {source}) in {time.perf_counter() - t0:.1f} s; sender: {storescu}, "
               f"{args.associations} association(s) at once")
-        runs: list[tuple[str, Callable[[], Row]]] = [
-            (variant, lambda variant=variant: run_bare(work, src, storescu, len(paths), total, variant, args.timeout))
-            for variant in BARE_VARIANTS] + [
-            ("telediag-up", lambda: run_telediag_up(work, src, storescu, len(paths), total, args.timeout,
-                                                    servers)),
-            ("telediag", lambda: run_telediag(work, src, storescu, len(paths), total, args.timeout, servers)),
-            ("orthanc", lambda: run_orthanc(work, src, storescu, len(paths), total, args.timeout)),
-        ]
-        rows: dict[str, Row] = {}
-        for key, run in runs:
-            if key not in args.skip:
+        skipped: set[str] = set(args.skip)
+        rounds: dict[str, list[Row]] = {}
+        for r in range(args.rounds):
+            here = work / f"round{r + 1}"
+            here.mkdir()
+            runs: list[tuple[str, Callable[[], Row | None]]] = [
+                (variant, lambda variant=variant: run_bare(here, src, storescu, len(paths), total, variant,
+                                                           args.timeout))
+                for variant in BARE_VARIANTS] + [
+                ("telediag-up", lambda: run_telediag_up(here, src, storescu, len(paths), total, args.timeout,
+                                                        servers)),
+                ("telediag", lambda: run_telediag(here, src, storescu, len(paths), total, args.timeout, servers)),
+                ("orthanc", lambda: run_orthanc(here, src, storescu, len(paths), total, args.timeout)),
+            ]
+            for key, run in runs:
+                if key in skipped:
+                    continue
                 row = run()
                 if row is None:  # an optional peer that is not installed
                     print(f"  ({key} not installed: apt-get install {key} adds its column)")
+                    skipped.add(key)
                     continue
-                rows[key] = row
-                print(f"  {row.server}: {row.rate:.1f}/s", flush=True)
+                rounds.setdefault(key, []).append(row)
+                print(f"  round {r + 1}/{args.rounds}: {row.server}: {row.rate:.1f}/s", flush=True)
+        rows = {key: _median_row(runs_of) for key, runs_of in rounds.items()}
         print()
         print(format_table(list(rows.values())))
+        if args.rounds > 1:
+            print(f"(each row: the median of {args.rounds} rounds; each ratio: the median of the rounds' ratios)")
         for ours in ("telediag-up", "telediag"):
             if ours not in rows:
                 continue
             for key in (*BARE_VARIANTS, "orthanc"):
-                if key in rows and rows[key].rate:
-                    print(f"{rows[ours].server} / {rows[key].server}: {rows[ours].rate / rows[key].rate:.2f}")
-        ok = all(r.stored == r.objects and not r.note for r in rows.values())
+                if key in rows:
+                    ratios = [o.rate / p.rate for o, p in zip(rounds[ours], rounds[key]) if p.rate]
+                    print(f"{rows[ours].server} / {rows[key].server}: {statistics.median(ratios):.2f} "
+                          f"(rounds: {', '.join(f'{x:.2f}' for x in ratios)})")
+        ok = all(r.stored == r.objects and not r.note for runs_of in rounds.values() for r in runs_of)
         return 0 if ok else 1
     finally:
         logging.getLogger().removeHandler(log_handler)

@@ -19,6 +19,12 @@ device mean durable:
 Any failure in 1 or 2 raises ``StorageUnavailable`` (the device must retry) and leaves no
 row behind; a file written in 1 whose row could not be committed is deleted (unless
 identical bytes were already in the store: another send may have recorded them).
+
+With an :class:`~telediag.store.IngestJournal` (the embedded mode), step 1 also appends the
+input to the journal, and "durable" is the journal's flush: the file and the rows are written
+without waiting for the disk, and the journal's checkpoint makes them durable a second's
+worth at a time. :meth:`IngestService.recover` records, at start, what the journal of a
+process that died still holds, through this same use case.
 """
 
 from __future__ import annotations
@@ -34,8 +40,9 @@ from telediag.domain import DeviceIdentity, IngestOutcome, JobKind, MediaType, O
 from telediag.ingest.dicom import DicomInfo, InvalidObject, inspect
 from telediag.ingest.files import validate_ecg_file, validate_wfdb, wfdb_media_type
 from telediag.messagebus import MessageBus
-from telediag.store import (Database, DatabaseUnavailable, KnownInstance, ObjectRow, ObjectStore, ObjectStoreError,
-                            RowConflict, StudyRef, sha256_hex)
+from telediag.store import (Database, DatabaseUnavailable, IngestJournal, JournalEntry, JournalError, KnownInstance,
+                            ObjectRow, ObjectStore, ObjectStoreError, RowConflict, StudyRef, encode_record,
+                            sha256_hex)
 from telediag.store.tables import utcnow
 
 log = logging.getLogger(__name__)
@@ -83,6 +90,13 @@ class Received:
             return JobKind.RENDER_PREVIEW
         return None
 
+    def journal_record(self, device: DeviceIdentity, rules: str | None) -> list[bytes]:
+        """The journal's record of this input: its files, and what it takes to prepare and
+        record them again (see :meth:`IngestService.recover`)."""
+        meta = {"kind": self.kind, "device": vars(device), "rules": rules, "patient_id": self.study.patient_key,
+                "names": [f.key.rsplit("/", 1)[-1] for f in self.files]}
+        return encode_record(meta, [f.data for f in self.files], [f.sha256 for f in self.files])
+
     def rows(self) -> list[ObjectRow]:
         info = self.dicom
         if info is None:
@@ -114,6 +128,12 @@ def _fingerprint(prefix: str, files: dict[str, bytes]) -> str:
     return f"{prefix}:{digest}"[:64]
 
 
+def _done(result: bool) -> futures.Future[bool]:
+    future: futures.Future[bool] = futures.Future()
+    future.set_result(result)
+    return future
+
+
 #: Stripes of the per-instance lock (a lock per UID would grow without bound).
 _INSTANCE_LOCKS = 64
 
@@ -121,10 +141,11 @@ _INSTANCE_LOCKS = 64
 class IngestService:
     """The one place where received objects become stored, recorded and queued."""
 
-    def __init__(self, db: Database, store: ObjectStore, bus: MessageBus) -> None:
+    def __init__(self, db: Database, store: ObjectStore, bus: MessageBus, journal: IngestJournal | None = None) -> None:
         self.db = db
         self.store = store
         self.bus = bus
+        self.journal = journal
         self.rows = db.ingest_rows
         self._writer = futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="telediag-write")
         self._instance_locks = [threading.Lock() for _ in range(_INSTANCE_LOCKS)]
@@ -184,20 +205,57 @@ class IngestService:
         """Validate and store one WFDB record given as ``{file name: bytes}``."""
         return self.store_received(device, self.prepare_wfdb(device, files, patient_id))
 
-    def store_received(self, device: DeviceIdentity, received: Received, rules: str | None = None) -> IngestOutcome:
+    def recover(self) -> int:
+        """Record what the journal segments of processes that died hold (see module doc) and
+        drop them; return how many inputs were newly recorded. A segment whose replay fails
+        (the database is away) stays for the next start."""
+        if self.journal is None:
+            return 0
+        recorded = seen = 0
+        for segment in self.journal.orphans():
+            for entry in segment.entries:
+                device = DeviceIdentity(**entry.meta["device"])
+                received = self._prepare_again(device, entry)
+                # The rows may have reached the disk without the files (a later commit's fsync
+                # takes earlier commits along): the files first, whole and durable, then the rows.
+                for f in received.files:
+                    self._put(f.key, f.data, f.media_type)
+                outcome = self.store_received(device, received, entry.meta["rules"], journaled=False)
+                seen += 1
+                recorded += outcome.status != "duplicate"
+            self.journal.drop(segment)
+        if seen:
+            log.warning("ingest journal of a process that stopped: %d input(s) replayed, %d of them recorded "
+                        "only now", seen, recorded)
+        return recorded
+
+    @classmethod
+    def _prepare_again(cls, device: DeviceIdentity, entry: JournalEntry) -> Received:
+        """The :class:`Received` of a journal entry (validated when it arrived)."""
+        meta = entry.meta
+        if meta["kind"] == "wfdb":
+            return cls.prepare_wfdb(device, dict(zip(meta["names"], entry.blobs)), meta["patient_id"])
+        if meta["kind"] == "dicom":
+            return cls.prepare_dicom(device, entry.blobs[0])
+        return cls.prepare_ecg_file(device, entry.blobs[0], thorough=False)
+
+    def store_received(self, device: DeviceIdentity, received: Received, rules: str | None = None, *,
+                       journaled: bool = True) -> IngestOutcome:
         """Make a prepared input durable and recorded, queue its analysis (with the critical-value
-        rule set ``rules`` the upload named, else the device's), announce it."""
+        rule set ``rules`` the upload named, else the device's), announce it. ``journaled=False``
+        waits for the disk at each write even where there is a journal (its own replay)."""
+        journal = self.journal if journaled else None
         # Sends of one instance through this process take turns, so the second sees the
         # first one's committed row: a re-send or a quarantine, and never the owner of bytes
         # that the first one recorded (which a failing second one would otherwise delete).
         with self._instance_locks[hash(received.instance_uid) % _INSTANCE_LOCKS]:
             try:
-                outcome = self._record(device, received, rules)
+                outcome = self._record(device, received, rules, journal)
             except RowConflict:
                 # Another process recorded this instance, or another association this study's
                 # case, a moment ago: decide again on the committed rows.
                 try:
-                    outcome = self._record(device, received, rules)
+                    outcome = self._record(device, received, rules, journal)
                 except RowConflict as exc:
                     log.error("database refused the rows of %s twice", received.files[0].key)
                     raise StorageUnavailable("database refused the object row") from exc
@@ -207,18 +265,26 @@ class IngestService:
             self.bus.handle(ObjectStored(outcome.case_id, outcome.object_id, outcome.job_id))
         return outcome
 
-    def _record(self, device: DeviceIdentity, received: Received, rules: str | None = None) -> IngestOutcome:
-        """One attempt: look the instance up, write the files while inserting their rows,
-        commit once the writes are durable. Raises RowConflict when a unique constraint
-        says someone else got there first."""
+    def _record(self, device: DeviceIdentity, received: Received, rules: str | None,
+                journal: IngestJournal | None) -> IngestOutcome:
+        """One attempt: look the instance up, write the files (and the journal record) while
+        inserting their rows, commit once the writes are durable. Raises RowConflict when a
+        unique constraint says someone else got there first."""
         puts: list[futures.Future[bool]] = []
+        appended: futures.Future | None = None
         try:
             with self.rows.transaction() as tx:
                 known = tx.find_instance(received.instance_uid)
                 if known is None:
                     # The writes (mostly fsync, which releases the GIL) run while the rows are
                     # inserted; the commit waits for them, and a failed write rolls all back.
-                    puts = [self._writer.submit(self._put, f.key, f.data, f.media_type) for f in received.files]
+                    if journal is not None:
+                        # One flush makes the input durable; the files are written meanwhile,
+                        # here: without an fsync, a write is quicker than handing it over.
+                        appended = self._writer.submit(journal.append, received.journal_record(device, rules))
+                        puts = [_done(self._put(f.key, f.data, f.media_type, False)) for f in received.files]
+                    else:
+                        puts = [self._writer.submit(self._put, f.key, f.data, f.media_type) for f in received.files]
                     now = utcnow()
                     case_id = tx.case_for_study(received.study, now)
                     object_ids = [tx.insert_object(case_id, row, now) for row in received.rows()]
@@ -226,6 +292,8 @@ class IngestService:
                     job_id = None if job is None else tx.insert_job(object_ids[0], job.value, now, rules)
                     for put in puts:
                         put.result()
+                    if appended is not None:
+                        self._journaled(appended)
                     tx.commit()
         except DatabaseUnavailable as exc:
             self._discard_written(received, puts)
@@ -237,9 +305,27 @@ class IngestService:
         except RowConflict:
             futures.wait(puts)  # the bytes are identical to what the winner recorded, or ours for the retry
             raise
+        finally:
+            if appended is not None:
+                self._settle(journal, appended)
         if known is not None:
             return self._known_instance(device, known, received)
         return IngestOutcome(case_id, object_ids[0], "stored", job_id)
+
+    @staticmethod
+    def _journaled(appended: futures.Future) -> None:
+        try:
+            appended.result()
+        except JournalError as exc:
+            log.error("%s", exc)
+            raise StorageUnavailable("ingest journal unavailable") from exc
+
+    @staticmethod
+    def _settle(journal: IngestJournal, appended: futures.Future) -> None:
+        """Tell the journal this record's writes are over (a failed append settled itself)."""
+        futures.wait([appended])
+        if appended.exception() is None:
+            journal.settle(appended.result())
 
     def _discard_written(self, received: Received, puts: list[futures.Future[bool]]) -> None:
         """Remove only bytes this call wrote: identical bytes already there may be another
@@ -271,10 +357,10 @@ class IngestService:
         self.bus.handle(ObjectQuarantined(quarantine_id, device.device_id))
         return IngestOutcome(existing.case_id, None, "quarantined")
 
-    def _put(self, key: str, data: bytes, media_type: str) -> bool:
+    def _put(self, key: str, data: bytes, media_type: str, durable: bool = True) -> bool:
         """Write to the store; True when this call stored the bytes (see ``ObjectStore.put``)."""
         try:
-            return self.store.put(key, data, media_type)
+            return self.store.put(key, data, media_type, durable)
         except ObjectStoreError as exc:
             log.error("object store unavailable: %s", exc)
             raise StorageUnavailable("object store unavailable") from exc

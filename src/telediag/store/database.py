@@ -7,6 +7,7 @@ the package in an editable and in a regular install alike.
 
 from __future__ import annotations
 
+import os
 from importlib import resources
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from sqlalchemy import Engine, create_engine, event
 from telediag.periodic import Periodic
 
 
-def make_engine(url: str, durable: bool = True) -> Engine:
+def make_engine(url: str, durable: bool = True, background_checkpoints: bool | None = None) -> Engine:
     """Create an engine; SQLite gets WAL and full fsync so a commit means durable.
 
     ``durable=False`` is for writers of derived data only (the analysis processes: a result
@@ -23,8 +24,14 @@ def make_engine(url: str, durable: bool = True) -> Engine:
     not wait for the disk (SQLite ``synchronous=NORMAL`` in WAL mode, PostgreSQL
     ``synchronous_commit=off``; neither can corrupt the database), so they hold SQLite's
     single write lock for a fraction of the time and never make a device's C-STORE wait
-    for an fsync that is not its own.
+    for an fsync that is not its own. The embedded ingest's rows are written so too, their
+    objects' journal keeping them until a checkpoint (see :mod:`telediag.store.journal`).
+
+    ``background_checkpoints`` (default: ``durable``): SQLite copies its log into the database
+    only in the process's :class:`WalCheckpointer`, never inside a commit.
     """
+    if background_checkpoints is None:
+        background_checkpoints = durable
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -36,7 +43,7 @@ def make_engine(url: str, durable: bool = True) -> Engine:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=NORMAL")
-            if durable:
+            if background_checkpoints:
                 # A commit that crosses the WAL size limit would copy the WAL into the database
                 # and fsync it before it returns, inside some device's C-STORE; a receiving
                 # process checkpoints in the background instead (``WalCheckpointer``).
@@ -68,6 +75,24 @@ class WalCheckpointer(Periodic):
     def sweep(self) -> None:
         with self.engine.connect() as conn:
             conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+
+
+def sync_sqlite(engine: Engine) -> None:
+    """Make every commit so far durable, those made without waiting for the disk included:
+    fsync SQLite's log (the committed pages not yet copied into the database) and the
+    database file (those a checkpoint copied)."""
+    path = engine.url.database
+    if not path or path == ":memory:":
+        return
+    for name in (path + "-wal", path):
+        try:
+            fd = os.open(name, os.O_RDONLY)
+        except FileNotFoundError:  # no log: nothing is committed outside the database file
+            continue
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def migrate(engine: Engine) -> None:

@@ -1,7 +1,9 @@
 """Object store: one small interface, a local folder (embedded) and S3 via the ``minio`` client.
 
 ``put`` returns only once the bytes are durable (fsync'd file and directory, or the S3
-server's 200), and is idempotent for identical bytes. ``get`` verifies the sha256
+server's 200), and is idempotent for identical bytes. The embedded mode's ingest, whose
+journal already holds the bytes durably, writes with ``durable=False`` and makes a second's
+worth of objects durable at once with ``sync`` (see :mod:`telediag.store.journal`). ``get`` verifies the sha256
 recorded at ingest, so silent corruption is detected rather than analysed. ``get_range``
 returns part of an object (a window of a long recording) unchecked: a digest covers the
 whole object only, which ingest verified and every full read (the analysis) verifies again.
@@ -12,11 +14,12 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import sys
 import tempfile
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 from urllib.parse import unquote, urlparse
 
 
@@ -33,11 +36,18 @@ def sha256_hex(data: bytes) -> str:
 
 
 class ObjectStore(Protocol):
-    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> bool:
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream",
+            durable: bool = True) -> bool:
         """Store ``data`` durably under ``key``. Keys are content-tagged by the callers, so a
         key already present holds the same bytes. Returns whether this call wrote the
         object (False: identical bytes were already stored, and a caller that fails to
-        record it must not delete what someone else may have recorded)."""
+        record it must not delete what someone else may have recorded).
+
+        ``durable=False``: the caller keeps the bytes durably elsewhere (the ingest journal)
+        until it has called :meth:`sync`; a store whose writes are always durable ignores it."""
+        ...
+    def sync(self) -> None:
+        """Make every ``durable=False`` write so far durable."""
         ...
     def get(self, key: str, sha256: str | None = None) -> bytes: ...
     def get_range(self, key: str, offset: int, length: int) -> bytes:
@@ -69,6 +79,29 @@ def _write_all(fd: int, data: bytes) -> None:
 #: fdatasync flushes the data and what is needed to read it back (size, blocks), not
 #: the timestamps: about 0.1 ms less per object than fsync, where the platform has it.
 _fdatasync = getattr(os, "fdatasync", os.fsync)
+
+
+def _syncfs_call() -> Callable[[int], None] | None:
+    """Linux ``syncfs(2)``: one journal commit and cache flush for a whole file system, where
+    a second's worth of objects would otherwise each pay their own; None elsewhere."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        call = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    call.argtypes = [ctypes.c_int]
+
+    def syncfs(fd: int) -> None:
+        if call(fd) != 0:
+            errno = ctypes.get_errno()
+            raise OSError(errno, os.strerror(errno))
+
+    return syncfs
+
+
+_syncfs = _syncfs_call() if sys.platform.startswith("linux") else None
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -117,30 +150,67 @@ class LocalFolderStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self._durable_dirs: OrderedDict[Path, None] = OrderedDict()
         self._dirs_lock = threading.Lock()
+        #: Files written with ``durable=False`` since the last ``sync``.
+        self._unsynced: list[Path] = []
 
     def _path(self, key: str) -> Path:
         return self.root / _check_key(key)
 
-    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> bool:
-        """Store ``data`` durably; return False when identical bytes were already there."""
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream",
+            durable: bool = True) -> bool:
+        """Store ``data`` (durably unless ``durable=False``, see :meth:`ObjectStore.put`);
+        return False when identical bytes were already there."""
         path = self._path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            created = self._write(path, data)
-            _fsync_dir(path.parent)
-            self._make_dirs_durable(path.parent)
+            created = self._write(path, data, durable)
+            if durable:
+                _fsync_dir(path.parent)
+                self._make_dirs_durable(path.parent)
+            else:
+                with self._dirs_lock:
+                    self._unsynced.append(path)
         except OSError as exc:
             raise ObjectStoreError(f"local store could not write {key}: {exc.strerror or exc}") from exc
         return created
 
-    def _write(self, path: Path, data: bytes) -> bool:
+    def sync(self) -> None:
+        """Make the ``durable=False`` writes so far durable: one ``syncfs`` of the store's file
+        system where Linux has it, else each file and the folders above it."""
+        with self._dirs_lock:
+            paths, self._unsynced = self._unsynced, []
+        if not paths:
+            return
+        try:
+            if _syncfs is not None:
+                fd = os.open(self.root, os.O_RDONLY)
+                try:
+                    _syncfs(fd)
+                finally:
+                    os.close(fd)
+                return
+            for path in paths:
+                try:
+                    with open(path, "rb") as fh:
+                        os.fsync(fh.fileno())
+                except FileNotFoundError:  # removed since: its send failed and it was never recorded
+                    continue
+                _fsync_dir(path.parent)
+                self._make_dirs_durable(path.parent)
+        except OSError as exc:
+            with self._dirs_lock:  # still owed: the next sync tries them again
+                self._unsynced[:0] = paths
+            raise ObjectStoreError(f"local store could not sync its writes: {exc.strerror or exc}") from exc
+
+    def _write(self, path: Path, data: bytes, durable: bool = True) -> bool:
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         except FileExistsError:
             return self._settle_existing(path, data)
         try:
             _write_all(fd, data)
-            _fdatasync(fd)
+            if durable:
+                _fdatasync(fd)
         except BaseException:
             _unlink_if_same(path, os.fstat(fd))
             raise
@@ -245,8 +315,10 @@ class S3Store:
         except Exception as exc:  # connection refused, timeouts (urllib3 errors)
             raise ObjectStoreError(f"cannot reach S3 for bucket {self.bucket}: {type(exc).__name__}: {exc}") from exc
 
-    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> bool:
-        """Store ``data``; always reports True (S3 cannot say cheaply whether the key existed)."""
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream",
+            durable: bool = True) -> bool:
+        """Store ``data`` (durable once the server answered, whatever ``durable`` says); always
+        reports True (S3 cannot say cheaply whether the key existed)."""
         try:
             self.client.put_object(self.bucket, _check_key(key), io.BytesIO(data), len(data),
                                    content_type=content_type,
@@ -256,6 +328,9 @@ class S3Store:
         except Exception as exc:  # network errors, S3Error, urllib3 errors
             raise ObjectStoreError(f"S3 put of {key} failed: {type(exc).__name__}: {exc}") from exc
         return True
+
+    def sync(self) -> None:
+        """Nothing to do: every put was durable when the server answered it."""
 
     def get(self, key: str, sha256: str | None = None) -> bytes:
         try:

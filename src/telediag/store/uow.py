@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from telediag.domain import Deadlines
 from telediag.store.catalog import CatalogRepository
-from telediag.store.database import WalCheckpointer, make_engine, migrate
+from telediag.store.database import WalCheckpointer, make_engine, migrate, sync_sqlite
 from telediag.store.read_audit import ReadAudit
 from telediag.store.errors import DatabaseUnavailable, RowConflict
 from telediag.store.hotpath import IngestRows
@@ -82,11 +82,19 @@ class UnitOfWork:
 class Database:
     """The engine, a factory of units of work, and the C-STORE hot path's repository."""
 
-    def __init__(self, url: str, durable: bool = True, deadlines: Deadlines = Deadlines()) -> None:
+    def __init__(self, url: str, durable: bool = True, deadlines: Deadlines = Deadlines(),
+                 journaled_ingest: bool = False) -> None:
         self.engine: Engine = make_engine(url, durable)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.deadlines = deadlines
-        self.ingest_rows = IngestRows(self.engine, deadlines)
+        #: With ``journaled_ingest`` (SQLite only), the ingest rows are committed without waiting
+        #: for the disk: the ingest journal holds them until its checkpoint calls :meth:`sync`.
+        self._ingest_engine: Engine | None = None
+        if journaled_ingest:
+            if self.engine.dialect.name != "sqlite":
+                raise ValueError("the ingest journal is for the embedded SQLite database")
+            self._ingest_engine = make_engine(url, durable=False, background_checkpoints=True)
+        self.ingest_rows = IngestRows(self._ingest_engine or self.engine, deadlines)
         #: Reads (searches, retrievals) are audited through this, in batches.
         self.read_audit = ReadAudit(self.uow)
         self._checkpointer: WalCheckpointer | None = None
@@ -115,12 +123,20 @@ class Database:
     def migrate(self) -> None:
         migrate(self.engine)
 
+    def sync(self) -> None:
+        """Make the ingest rows committed without waiting for the disk durable (see
+        ``journaled_ingest``); other commits were durable when they returned."""
+        if self._ingest_engine is not None:
+            sync_sqlite(self._ingest_engine)
+
     def dispose(self) -> None:
         self.read_audit.close()
         if self._checkpointer is not None:
             self._checkpointer.stop()
             self._checkpointer.join(5)
         self.engine.dispose()
+        if self._ingest_engine is not None:
+            self._ingest_engine.dispose()
 
 
 __all__ = ["Database", "UnitOfWork"]
