@@ -22,8 +22,8 @@ from sqlalchemy import delete, func, select
 
 from telediag.bootstrap import System
 from telediag.config import Settings
-from telediag.store import IngestJournal, encode_record
-from telediag.store.journal import decode_records
+from telediag.store import IngestJournal, JournalRecord, encode_record
+from telediag.store.journal import decode_segment
 from telediag.store.objects import sha256_hex
 from telediag.store.tables import Job, StoredObject
 
@@ -31,30 +31,53 @@ from conftest import register_network
 from factories import ecg_objects_of_one_study
 
 
-def _record(meta: dict, *blobs: bytes) -> bytes:
-    return b"".join(encode_record(meta, blobs, [sha256_hex(b) for b in blobs]))
+def _record(meta: dict, *blobs: bytes) -> JournalRecord:
+    return encode_record(meta, blobs, [sha256_hex(b) for b in blobs])
 
 
-def test_records_read_back_whole_and_a_torn_or_damaged_tail_is_skipped() -> None:
-    first, second = _record({"n": 1}, b"a" * 1000), _record({"n": 2}, b"b" * 500, b"c" * 7)
-    entries, torn = decode_records(first + second)
-    assert [e.meta for e in entries] == [{"n": 1}, {"n": 2}] and torn == 0
+def _segments(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.seg"))
+
+
+def test_records_read_back_whole_and_a_torn_or_damaged_tail_is_skipped(tmp_path: Path) -> None:
+    journal = IngestJournal(tmp_path / "journal", lambda: None, interval_s=3600)
+    for record in (_record({"n": 1}, b"a" * 1000), _record({"n": 2}, b"b" * 500, b"c" * 7)):
+        journal.settle(journal.append(record))
+    (path,) = _segments(tmp_path / "journal")
+    data = path.read_bytes()
+    entries, torn = decode_segment(data)
+    assert [e.meta for e in entries] == [{"n": 1}, {"n": 2}] and not torn
     assert entries[1].blobs == (b"b" * 500, b"c" * 7)
-    # the crash came during the second append: only part of it reached the disk
-    entries, torn = decode_records(first + second[:-3])
-    assert [e.meta for e in entries] == [{"n": 1}] and torn == len(second) - 3
-    # blocks of the second record reached the disk out of order: its blob does not match its digest
-    damaged = bytearray(second)
+    # the crash came during the second write: only part of it reached the disk
+    entries, torn = decode_segment(data[:-3])
+    assert [e.meta for e in entries] == [{"n": 1}] and torn
+    # blocks of the second record reached the disk out of order: a blob does not match its digest
+    damaged = bytearray(data)
     damaged[-200] ^= 0xFF
-    entries, torn = decode_records(first + bytes(damaged))
-    assert [e.meta for e in entries] == [{"n": 1}] and torn == len(second)
+    entries, torn = decode_segment(bytes(damaged))
+    assert [e.meta for e in entries] == [{"n": 1}] and torn
+    journal.close()
 
 
-def test_checkpoint_waits_for_unsettled_records_then_syncs_and_drops_the_segment(tmp_path: Path) -> None:
+def test_a_reused_segment_never_yields_a_record_of_its_earlier_use(tmp_path: Path) -> None:
+    journal = IngestJournal(tmp_path / "journal", lambda: None, interval_s=3600)
+    for n in range(3):
+        journal.settle(journal.append(_record({"n": n}, bytes([n]) * 3000)))
+    journal.checkpoint()
+    (path,) = _segments(tmp_path / "journal")
+    assert decode_segment(path.read_bytes()) == ([], False)  # checkpointed: nothing to replay
+    journal.settle(journal.append(_record({"n": 9}, b"z" * 3000)))  # the same file, from its start
+    assert _segments(tmp_path / "journal") == [path]
+    entries, torn = decode_segment(path.read_bytes())  # the old second and third follow it on disk
+    assert [e.meta for e in entries] == [{"n": 9}] and not torn
+    journal.close()
+    assert _segments(tmp_path / "journal") == []
+
+
+def test_checkpoint_waits_for_unsettled_records_then_syncs(tmp_path: Path) -> None:
     syncs: list[float] = []
     journal = IngestJournal(tmp_path / "journal", lambda: syncs.append(time.monotonic()), interval_s=3600)
-    segment = journal.append(encode_record({"n": 1}, [b"x"], [sha256_hex(b"x")]))
-    assert [p.name for p in (tmp_path / "journal").glob("*.seg")] == [segment.path.name]
+    segment = journal.append(_record({"n": 1}, b"x"))
     done = threading.Event()
     checkpoint = threading.Thread(target=lambda: (journal.checkpoint(), done.set()))
     checkpoint.start()
@@ -64,11 +87,11 @@ def test_checkpoint_waits_for_unsettled_records_then_syncs_and_drops_the_segment
     journal.settle(segment)
     assert done.wait(5)
     assert len(syncs) == 1 and syncs[0] >= settled_at
-    assert list((tmp_path / "journal").glob("*.seg")) == []
+    assert decode_segment(segment.path.read_bytes()) == ([], False)
     journal.close()
 
 
-def test_a_failed_sync_keeps_the_segment_for_the_next_checkpoint(tmp_path: Path) -> None:
+def test_a_failed_sync_keeps_the_records_for_the_next_checkpoint(tmp_path: Path) -> None:
     outcomes = [OSError("disk error"), None]
 
     def sync() -> None:
@@ -76,12 +99,13 @@ def test_a_failed_sync_keeps_the_segment_for_the_next_checkpoint(tmp_path: Path)
             raise failure
 
     journal = IngestJournal(tmp_path / "journal", sync, interval_s=3600)
-    journal.settle(journal.append(encode_record({}, [b"x"], [sha256_hex(b"x")])))
+    journal.settle(journal.append(_record({"n": 1}, b"x")))
     with pytest.raises(OSError):
         journal.checkpoint()
-    assert len(list((tmp_path / "journal").glob("*.seg"))) == 1
+    (path,) = _segments(tmp_path / "journal")
+    assert len(decode_segment(path.read_bytes())[0]) == 1
     journal.checkpoint()
-    assert list((tmp_path / "journal").glob("*.seg")) == []
+    assert decode_segment(path.read_bytes()) == ([], False)
     journal.close()
 
 

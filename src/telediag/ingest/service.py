@@ -40,7 +40,8 @@ from telediag.domain import DeviceIdentity, IngestOutcome, JobKind, MediaType, O
 from telediag.ingest.dicom import DicomInfo, InvalidObject, inspect
 from telediag.ingest.files import validate_ecg_file, validate_wfdb, wfdb_media_type
 from telediag.messagebus import MessageBus
-from telediag.store import (Database, DatabaseUnavailable, IngestJournal, JournalEntry, JournalError, KnownInstance,
+from telediag.store import (Database, DatabaseUnavailable, IngestJournal, JournalEntry, JournalError, JournalRecord,
+                            KnownInstance,
                             ObjectRow, ObjectStore, ObjectStoreError, RowConflict, StudyRef, encode_record,
                             sha256_hex)
 from telediag.store.tables import utcnow
@@ -90,7 +91,7 @@ class Received:
             return JobKind.RENDER_PREVIEW
         return None
 
-    def journal_record(self, device: DeviceIdentity, rules: str | None) -> list[bytes]:
+    def journal_record(self, device: DeviceIdentity, rules: str | None) -> JournalRecord:
         """The journal's record of this input: its files, and what it takes to prepare and
         record them again (see :meth:`IngestService.recover`)."""
         meta = {"kind": self.kind, "device": vars(device), "rules": rules, "patient_id": self.study.patient_key,

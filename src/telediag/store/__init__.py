@@ -10,13 +10,13 @@
 """
 
 from telediag.store.errors import DatabaseUnavailable, RowConflict, StoreError
-from telediag.store.journal import IngestJournal, JournalEntry, JournalError, encode_record
+from telediag.store.journal import IngestJournal, JournalEntry, JournalError, JournalRecord, encode_record
 from telediag.store.hotpath import InstanceCatalog, IngestRows, KnownInstance, ObjectRow, StudyCatalog, StudyRef
 from telediag.store.objects import (IntegrityError, LocalFolderStore, ObjectStore, ObjectStoreError, S3Store,
                                     open_object_store, sha256_hex)
 from telediag.store.repositories import JobTask, ObjectRef
 from telediag.store.uow import Database, UnitOfWork
 
-__all__ = ["Database", "UnitOfWork", "IngestJournal", "JournalEntry", "JournalError", "encode_record", "IngestRows", "ObjectRow", "StudyRef", "StudyCatalog", "InstanceCatalog", "KnownInstance", "JobTask", "ObjectRef",
+__all__ = ["Database", "UnitOfWork", "IngestJournal", "JournalEntry", "JournalError", "JournalRecord", "encode_record", "IngestRows", "ObjectRow", "StudyRef", "StudyCatalog", "InstanceCatalog", "KnownInstance", "JobTask", "ObjectRef",
            "StoreError", "RowConflict", "DatabaseUnavailable", "ObjectStore", "ObjectStoreError", "IntegrityError",
            "LocalFolderStore", "S3Store", "open_object_store", "sha256_hex"]
