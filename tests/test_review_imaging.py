@@ -26,6 +26,7 @@ from review_fixtures import ReviewWorld, rebuilt_digest, review_world  # noqa: F
 from telediag.analysis import preview_keys
 from telediag.domain import canonical_json
 from telediag.network import verify_signature
+from telediag.review import ReviewSweeper
 from telediag.review.dicom_report import encapsulated_report
 
 pytest_plugins = ["services"]
@@ -205,6 +206,24 @@ def test_imaging_cases_of_a_county_without_imaging_readers_go_to_the_prefecture(
     entry = w.call("GET", f"/api/v1/audit?case_id={case_id}", user="admin").json()["entries"][0]
     assert entry["action"] == "escalate" and entry["detail"]["reason"] == "no_qualified_reader"
     assert w.call("POST", f"/api/v1/cases/{case_id}/claim", user="rp").status_code == 200
+
+
+def test_the_review_sweep_waits_behind_a_burst_being_received_but_not_for_long(review_world: ReviewWorld) -> None:
+    """Embedded, moving cases up is a write transaction that would hold every C-STORE's commit."""
+    w = review_world
+    first = w.upload(CT.read_bytes(), cart="cart-b1")  # County B reads ECGs only: the case moves up
+    gate = w.system.receiving_gate
+    sweeper = ReviewSweeper(w.system.review, 5, gate.receiving, max_defer_s=0.6)
+    assert gate.receiving()  # the upload just arrived
+    assert sweeper.sweep() == []
+    assert first not in in_queue(w, "rp")
+    time.sleep(0.7)
+    gate.received()  # still arriving, but the round has waited long enough
+    assert sweeper.sweep() == [first]
+    time.sleep(gate.quiet_s + 0.05)
+    second = w.upload(_ct_instance(generate_uid(), generate_uid(), 1), cart="cart-b1")
+    time.sleep(gate.quiet_s + 0.05)  # a pause in receiving: the round runs at once
+    assert not gate.receiving() and sweeper.sweep() == [second]
 
 
 def test_findings_and_impression_are_signed_printed_and_filed_into_the_study(review_world: ReviewWorld) -> None:

@@ -187,8 +187,14 @@ class System:
                              study_quiet_s=self.settings.study_quiet_s,
                              bus=self.bus, channels=self.push_channels, archive=self.ingest.ingest_dicom)
 
-    def review_sweeper(self) -> ReviewSweeper:
-        return ReviewSweeper(self.review, self.settings.review_sweep_interval_s)
+    def review_sweeper(self, defer_while_receiving: bool = False) -> ReviewSweeper:
+        """The review sweeper; embedded, its rounds wait behind a burst of received objects as
+        analysis does (``ReceivingGate``), for at most ``analysis_defer_max_s``."""
+        s = self.settings
+        if not defer_while_receiving:
+            return ReviewSweeper(self.review, s.review_sweep_interval_s)
+        return ReviewSweeper(self.review, s.review_sweep_interval_s, self.receiving_gate.receiving,
+                             s.analysis_defer_max_s)
 
     def authorize(self, calling_ae_title: str) -> DeviceIdentity | None:
         """The registered device a DICOM association comes from (the SCP's ``authorize``)."""
@@ -246,7 +252,7 @@ class System:
         SCP listens last, once the analysis processes are ready."""
         self.db  # migrate before anything listens
         parts = [self.embedded_worker(processes), self.push_worker(), self.sweeper(owns_all_jobs=True),
-                 self.push_sweeper(), self.review_sweeper()]
+                 self.push_sweeper(), self.review_sweeper(defer_while_receiving=True)]
         for part in parts:
             part.start()
             stack.callback(part.stop)

@@ -41,9 +41,8 @@ from telediag.ingest.dicom import DicomInfo, InvalidObject, inspect
 from telediag.ingest.files import validate_ecg_file, validate_wfdb, wfdb_media_type
 from telediag.messagebus import MessageBus
 from telediag.store import (Database, DatabaseUnavailable, IngestJournal, JournalEntry, JournalError, JournalRecord,
-                            KnownInstance,
-                            ObjectRow, ObjectStore, ObjectStoreError, RowConflict, StudyRef, encode_record,
-                            sha256_hex)
+                            KnownInstance, ObjectRow, ObjectStore, ObjectStoreError, RowConflict, StudyRef,
+                            encode_record, sha256_hex)
 from telediag.store.tables import utcnow
 
 log = logging.getLogger(__name__)
@@ -129,7 +128,8 @@ def _fingerprint(prefix: str, files: dict[str, bytes]) -> str:
     return f"{prefix}:{digest}"[:64]
 
 
-def _done(result: bool) -> futures.Future[bool]:
+def _written(result: bool) -> futures.Future[bool]:
+    """A write done in the calling thread, as the result of one handed to the writer pool."""
     future: futures.Future[bool] = futures.Future()
     future.set_result(result)
     return future
@@ -283,7 +283,8 @@ class IngestService:
                         # One flush makes the input durable; the files are written meanwhile,
                         # here: without an fsync, a write is quicker than handing it over.
                         appended = self._writer.submit(journal.append, received.journal_record(device, rules))
-                        puts = [_done(self._put(f.key, f.data, f.media_type, False)) for f in received.files]
+                        for f in received.files:  # each one listed as written, should the next fail
+                            puts.append(_written(self._put(f.key, f.data, f.media_type, False)))
                     else:
                         puts = [self._writer.submit(self._put, f.key, f.data, f.media_type) for f in received.files]
                     now = utcnow()
