@@ -28,6 +28,8 @@ from telediag.store.objects import sha256_hex
 from telediag.store.tables import Job, StoredObject
 
 from conftest import register_network
+
+pytest_plugins = ["services"]
 from factories import ecg_objects_of_one_study
 
 
@@ -227,3 +229,48 @@ def test_without_the_journal_each_object_waits_for_its_own_fsyncs(tmp_path: Path
         assert not (tmp_path / "data" / "journal").exists()
     finally:
         system.close()
+
+
+def _count_objects(data_dir: Path) -> tuple[int, int]:
+    db = System(Settings(data_dir=data_dir)).db
+    try:
+        with db.uow() as uow:
+            return (uow.session.scalar(select(func.count()).select_from(StoredObject)),
+                    uow.session.scalar(select(func.count(func.distinct(StoredObject.sop_instance_uid)))))
+    finally:
+        db.dispose()
+
+
+def test_telediag_scp_stops_clean_on_sigterm_and_replays_after_sigkill(procs, tmp_path: Path) -> None:
+    """Over a real association from dcmtk's storescu: SIGTERM ends ``telediag scp`` with a last
+    checkpoint (no segment left); after SIGKILL its segment stays, and the next ``telediag
+    scp`` replays it before it listens: every object once, nothing left to replay."""
+    from services import register_network_cli, storescu, telediag_env
+
+    data_dir = tmp_path / "data"
+    env = telediag_env(data_dir=data_dir, journal_checkpoint_s=3600)
+    cart = register_network_cli(env)
+    batches = []
+    for b in range(2):
+        folder = tmp_path / f"batch{b}"
+        folder.mkdir()
+        for i, data in enumerate(ecg_objects_of_one_study(5)):
+            (folder / f"ecg{i}.dcm").write_bytes(data)
+        batches.append(sorted(folder.iterdir()))
+
+    scp, port = procs.scp(env)
+    assert storescu(port, cart.ae_title, batches[0]).returncode == 0
+    assert len(_segments(data_dir / "journal")) == 1  # no checkpoint within the hour
+    assert scp.stop() == 0
+    assert _segments(data_dir / "journal") == []
+    assert _count_objects(data_dir) == (5, 5)
+
+    scp, port = procs.scp(env)
+    assert storescu(port, cart.ae_title, batches[1]).returncode == 0
+    scp.kill()
+    assert len(_segments(data_dir / "journal")) == 1
+    scp, port = procs.scp(env)  # replays, then listens
+    scp.wait_log(r"ingest journal of a process that stopped: 5 input\(s\) replayed, 0 of them recorded only now")
+    assert _segments(data_dir / "journal") == []
+    assert _count_objects(data_dir) == (10, 10)
+    assert scp.stop() == 0

@@ -58,11 +58,14 @@ def cmd_api(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     system = System(settings)
-    system.sweeper().start()
-    system.push_sweeper().start()  # orphaned pushes and escalations; any number of API processes may
-    system.review_sweeper().start()  # cases past their deadline move up; likewise
-    system.push_worker().start()
-    _serve_http(create_app(system), settings)
+    try:
+        system.sweeper().start()
+        system.push_sweeper().start()  # orphaned pushes and escalations; any number of API processes may
+        system.review_sweeper().start()  # cases past their deadline move up; likewise
+        system.push_worker().start()
+        _serve_http(create_app(system), settings)
+    finally:
+        system.close()  # a last journal checkpoint, where there is one
     return 0
 
 
@@ -70,8 +73,13 @@ def cmd_scp(args: argparse.Namespace) -> int:
     from telediag.bootstrap import System
 
     system = System(settings_from(args))
-    system.sweeper().start()
-    system.storage_scp().serve_forever()
+    try:
+        system.sweeper().start()
+        scp = system.storage_scp()
+        signal.signal(signal.SIGTERM, lambda *_: scp.stop())  # stop as on Ctrl-C, then close
+        scp.serve_forever()
+    finally:
+        system.close()
     return 0
 
 
