@@ -191,10 +191,8 @@ class System:
         """The review sweeper; embedded, its rounds wait behind a burst of received objects as
         analysis does (``ReceivingGate``), for at most ``analysis_defer_max_s``."""
         s = self.settings
-        if not defer_while_receiving:
-            return ReviewSweeper(self.review, s.review_sweep_interval_s)
-        return ReviewSweeper(self.review, s.review_sweep_interval_s, self.receiving_gate.receiving,
-                             s.analysis_defer_max_s)
+        receiving = self.receiving_gate.receiving if defer_while_receiving else None
+        return ReviewSweeper(self.review, s.review_sweep_interval_s, receiving, s.analysis_defer_max_s)
 
     def authorize(self, calling_ae_title: str) -> DeviceIdentity | None:
         """The registered device a DICOM association comes from (the SCP's ``authorize``)."""

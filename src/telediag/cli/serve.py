@@ -58,14 +58,13 @@ def cmd_api(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     system = System(settings)
-    try:
-        system.sweeper().start()
-        system.push_sweeper().start()  # orphaned pushes and escalations; any number of API processes may
-        system.review_sweeper().start()  # cases past their deadline move up; likewise
-        system.push_worker().start()
+    with ExitStack() as stack:
+        stack.callback(system.close)  # last: a last journal checkpoint, where there is one
+        # Orphaned pushes, escalations and overdue cases: any number of API processes may sweep.
+        for part in (system.sweeper(), system.push_sweeper(), system.review_sweeper(), system.push_worker()):
+            part.start()
+            stack.callback(part.stop)
         _serve_http(create_app(system), settings)
-    finally:
-        system.close()  # a last journal checkpoint, where there is one
     return 0
 
 

@@ -3,10 +3,11 @@
 ``put`` returns only once the bytes are durable (fsync'd file and directory, or the S3
 server's 200), and is idempotent for identical bytes. The embedded mode's ingest, whose
 journal already holds the bytes durably, writes with ``durable=False`` and makes a second's
-worth of objects durable at once with ``sync`` (see :mod:`telediag.store.journal`). ``get`` verifies the sha256
-recorded at ingest, so silent corruption is detected rather than analysed. ``get_range``
-returns part of an object (a window of a long recording) unchecked: a digest covers the
-whole object only, which ingest verified and every full read (the analysis) verifies again.
+worth of objects durable at once with ``sync`` (see :mod:`telediag.store.journal`). ``get``
+verifies the sha256 recorded at ingest, so silent corruption is detected rather than
+analysed. ``get_range`` returns part of an object (a window of a long recording) unchecked:
+a digest covers the whole object only, which ingest verified and every full read (the
+analysis) verifies again.
 """
 
 from __future__ import annotations
