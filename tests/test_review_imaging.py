@@ -9,6 +9,7 @@ import hashlib
 import io
 import shutil
 import subprocess
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -26,6 +27,7 @@ from review_fixtures import ReviewWorld, rebuilt_digest, review_world  # noqa: F
 from telediag.analysis import preview_keys
 from telediag.domain import canonical_json
 from telediag.network import verify_signature
+from telediag.queue import ReceivingGate
 from telediag.review import ReviewSweeper
 from telediag.review.dicom_report import encapsulated_report
 
@@ -212,18 +214,32 @@ def test_the_review_sweep_waits_behind_a_burst_being_received_but_not_for_long(r
     """Embedded, moving cases up is a write transaction that would hold every C-STORE's commit."""
     w = review_world
     first = w.upload(CT.read_bytes(), cart="cart-b1")  # County B reads ECGs only: the case moves up
-    gate = w.system.receiving_gate
-    sweeper = ReviewSweeper(w.system.review, 5, gate.receiving, max_defer_s=0.6)
-    assert gate.receiving()  # the upload just arrived
-    assert sweeper.sweep() == []
-    assert first not in in_queue(w, "rp")
-    time.sleep(0.7)
-    gate.received()  # still arriving, but the round has waited long enough
-    assert sweeper.sweep() == [first]
-    time.sleep(gate.quiet_s + 0.05)
+    gate = ReceivingGate(quiet_s=0.25, max_wait_s=0.6)
+    sweeper = ReviewSweeper(w.system.review, 5, gate.wait)
+    moved: list[list[int]] = []
+    arriving = threading.Event()
+
+    def burst() -> None:  # objects keep arriving, one every 50 ms
+        while not arriving.wait(0.05):
+            gate.received()
+
+    gate.received()
+    started = time.monotonic()
+    threading.Thread(target=burst, daemon=True).start()
+    round_ = threading.Thread(target=lambda: moved.append(sweeper.sweep()))
+    round_.start()
+    try:
+        time.sleep(0.3)
+        assert round_.is_alive() and first not in in_queue(w, "rp")
+        round_.join(5)
+    finally:
+        arriving.set()
+    assert moved == [[first]] and time.monotonic() - started >= 0.6  # but the round waited long enough
     second = w.upload(_ct_instance(generate_uid(), generate_uid(), 1), cart="cart-b1")
-    time.sleep(gate.quiet_s + 0.05)  # a pause in receiving: the round runs at once
-    assert not gate.receiving() and sweeper.sweep() == [second]
+    gate.received()
+    started = time.monotonic()
+    assert sweeper.sweep() == [second]  # a pause in receiving: the round runs after it
+    assert 0.2 < time.monotonic() - started < 0.55
 
 
 def test_findings_and_impression_are_signed_printed_and_filed_into_the_study(review_world: ReviewWorld) -> None:

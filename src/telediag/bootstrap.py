@@ -190,9 +190,8 @@ class System:
     def review_sweeper(self, defer_while_receiving: bool = False) -> ReviewSweeper:
         """The review sweeper; embedded, its rounds wait behind a burst of received objects as
         analysis does (``ReceivingGate``), for at most ``analysis_defer_max_s``."""
-        s = self.settings
-        receiving = self.receiving_gate.receiving if defer_while_receiving else None
-        return ReviewSweeper(self.review, s.review_sweep_interval_s, receiving, s.analysis_defer_max_s)
+        pause = self.receiving_gate.wait if defer_while_receiving else None
+        return ReviewSweeper(self.review, self.settings.review_sweep_interval_s, pause)
 
     def authorize(self, calling_ae_title: str) -> DeviceIdentity | None:
         """The registered device a DICOM association comes from (the SCP's ``authorize``)."""

@@ -154,10 +154,6 @@ class ReceivingGate:
         """Something arrived just now (a message-bus handler: it takes the event)."""
         self._last_received = time.monotonic()
 
-    def receiving(self) -> bool:
-        """Whether something arrived within the last ``quiet_s`` (a burst is under way)."""
-        return time.monotonic() - self._last_received < self.quiet_s
-
     def wait(self) -> None:
         """Return once receiving has paused for ``quiet_s``, or after ``max_wait_s``."""
         give_up = time.monotonic() + self.max_wait_s
