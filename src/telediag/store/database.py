@@ -7,13 +7,13 @@ the package in an editable and in a regular install alike.
 
 from __future__ import annotations
 
-import os
 from importlib import resources
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 
 from telediag.periodic import Periodic
+from telediag.store.objects import fsync_path
 
 
 def make_engine(url: str, durable: bool = True, background_checkpoints: bool | None = None) -> Engine:
@@ -86,13 +86,9 @@ def sync_sqlite(engine: Engine) -> None:
         return
     for name in (path + "-wal", path):
         try:
-            fd = os.open(name, os.O_RDONLY)
+            fsync_path(name)
         except FileNotFoundError:  # no log: nothing is committed outside the database file
             continue
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def migrate(engine: Engine) -> None:

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 from telediag.periodic import Periodic
-from telediag.store.objects import _fdatasync, _fsync_dir, sha256_hex
+from telediag.store.objects import _fdatasync, fsync_path, sha256_hex
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +251,7 @@ class IngestJournal:
             fcntl.flock(fd, fcntl.LOCK_EX)  # new and ours: never contended
             segment = Segment(path, fd)
             self._begin_use(segment)
-            _fsync_dir(self.folder)  # the file itself survives a crash, not only its records
+            fsync_path(self.folder)  # the file itself survives a crash, not only its records
             return segment
 
     @staticmethod

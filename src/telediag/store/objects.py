@@ -105,8 +105,9 @@ def _syncfs_call() -> Callable[[int], None] | None:
 _syncfs = _syncfs_call() if sys.platform.startswith("linux") else None
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
+def fsync_path(path: str | os.PathLike) -> None:
+    """fsync a file or a folder by its path."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -166,7 +167,7 @@ class LocalFolderStore:
             path.parent.mkdir(parents=True, exist_ok=True)
             created = self._write(path, data, durable)
             if durable:
-                _fsync_dir(path.parent)
+                fsync_path(path.parent)
                 self._make_dirs_durable(path.parent)
             else:
                 with self._dirs_lock:
@@ -196,7 +197,7 @@ class LocalFolderStore:
                         os.fsync(fh.fileno())
                 except FileNotFoundError:  # removed since: its send failed and it was never recorded
                     continue
-                _fsync_dir(path.parent)
+                fsync_path(path.parent)
                 self._make_dirs_durable(path.parent)
         except OSError as exc:
             with self._dirs_lock:  # still owed: the next sync tries them again
@@ -257,7 +258,7 @@ class LocalFolderStore:
             chain.append(directory)
             directory = directory.parent
         for folder in chain:
-            _fsync_dir(folder.parent)
+            fsync_path(folder.parent)
         with self._dirs_lock:
             for folder in chain:
                 self._durable_dirs[folder] = None
